@@ -1,0 +1,113 @@
+"""The one exception tree of nb2prod.
+
+Every user-facing failure is an ``Nb2ProdError`` subclass. ``cli.main`` is the
+only place that turns one into a message on stderr and an exit code, so each
+class carries its ``exit_code`` and an optional ``hint`` saying what to do.
+"""
+
+from __future__ import annotations
+
+
+class Nb2ProdError(Exception):
+    """Raised when nb2prod cannot do what was asked; base of every error here."""
+
+    exit_code = 1
+    default_hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotebookError(Nb2ProdError):
+    """Raised when the notebook breaks the nb2prod contract (tags, syntax, kernel, format)."""
+
+    exit_code = 3
+
+
+class OutputExistsError(Nb2ProdError):
+    """Raised when an output directory exists and nb2prod did not write it (use --force)."""
+
+    exit_code = 4
+
+
+class ConfigError(Nb2ProdError):
+    """Raised when a flag, parameter override or build directory is not usable."""
+
+    exit_code = 2
+
+
+class TrainingError(Nb2ProdError):
+    """Raised when train.py fails, or its outputs are missing or unusable."""
+
+    exit_code = 5
+
+
+class ParityError(Nb2ProdError):
+    """Raised when served predictions differ from the notebook's golden predictions."""
+
+    exit_code = 6
+
+
+class DockerUnavailableError(Nb2ProdError):
+    """Raised when no Docker engine can be reached."""
+
+    exit_code = 7
+    default_hint = (
+        "Start Docker (or point DOCKER_HOST at a running engine, e.g. "
+        "DOCKER_HOST=unix:///var/run/docker.sock), or pass --no-docker to stop after "
+        "training and the in-process parity check."
+    )
+
+
+class ImageBuildError(Nb2ProdError):
+    """Raised when the docker image build fails."""
+
+    exit_code = 8
+
+
+class SmokeTestError(Nb2ProdError):
+    """Raised when the built container fails a smoke check (start, contract, shutdown)."""
+
+    exit_code = 9
+
+
+class PushError(Nb2ProdError):
+    """Raised when the image cannot be pushed to a registry."""
+
+    exit_code = 10
+
+
+class DeployError(Nb2ProdError):
+    """Raised when a deployment is rejected or its revision does not become ready."""
+
+    exit_code = 11
+
+
+class MonitorError(Nb2ProdError):
+    """Raised when a running service cannot be read for monitoring."""
+
+    exit_code = 13
+
+
+#: Exit code of ``nb2prod monitor`` when drift is detected (not an error, a verdict).
+DRIFT_EXIT_CODE = 12
+
+EXIT_CODES: dict[str, int] = {
+    "notebook breaks the contract": NotebookError.exit_code,
+    "bad flag, parameter or build directory": ConfigError.exit_code,
+    "output exists (use --force)": OutputExistsError.exit_code,
+    "training failed": TrainingError.exit_code,
+    "parity failed (served != notebook)": ParityError.exit_code,
+    "no Docker engine": DockerUnavailableError.exit_code,
+    "image build failed": ImageBuildError.exit_code,
+    "smoke test failed": SmokeTestError.exit_code,
+    "push failed": PushError.exit_code,
+    "deploy failed": DeployError.exit_code,
+    "drift detected (monitor)": DRIFT_EXIT_CODE,
+    "service unreachable (monitor)": MonitorError.exit_code,
+}

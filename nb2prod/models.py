@@ -1,0 +1,199 @@
+"""Plain frozen records passed from one stage to the next.
+
+Nothing here imports from the rest of nb2prod: stages depend on these records,
+never on each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Roles nb2prod acts on, in the order a reader meets them.
+ROLES = ("parameters", "load", "preprocess", "train", "evaluate", "predict", "monitor", "skip")
+#: Roles whose cells run, in notebook order, in the training script.
+TRAINING_ROLES = ("parameters", "load", "preprocess", "train", "evaluate", "predict")
+#: Roles whose cells run in the service.
+SERVING_ROLES = ("preprocess", "predict", "monitor")
+
+
+@dataclass(frozen=True)
+class ImportBinding:
+    """One name an import statement binds, e.g. ``np`` from ``import numpy as np``."""
+
+    name: str
+    statement: str  # a normalized one-name import statement, e.g. "import numpy as np"
+    module: str  # top-level module, e.g. "numpy"
+    cell: int
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One code cell of the notebook, with its role and the names it reads and binds."""
+
+    number: int  # 1-based position among all cells, as Jupyter shows them top to bottom
+    role: str | None  # None: untagged (never run)
+    source: str  # the cell as written
+    code: str  # runnable Python: magics, shell lines and imports removed (line numbers kept)
+    reads: tuple[str, ...] = ()  # names read before the cell binds them (incl. globals in its functions)
+    binds: tuple[str, ...] = ()  # names bound at top level (imports excluded)
+    defines: tuple[str, ...] = ()  # functions and classes defined at top level
+    result: str | None = None  # script style: last assigned name; None when it ends in an expression
+    ends_with_expression: bool = False
+
+    @property
+    def first_line(self) -> str:
+        """The first non-blank line, used to name the cell in messages."""
+        for line in self.source.splitlines():
+            if line.strip():
+                return line.strip()[:80]
+        return "(empty cell)"
+
+    @property
+    def label(self) -> str:
+        """How messages name this cell: number, role and first line."""
+        role = self.role or "untagged"
+        return f"cell {self.number} [{role}] ({self.first_line!r})"
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """What nb2prod read from a notebook: cells by role, imports, parameters, hints."""
+
+    path: Path
+    name: str  # notebook stem, used for the build dir, image name and service name
+    sha256: str
+    cells: tuple[Cell, ...]
+    imports: tuple[ImportBinding, ...]
+    parameters: dict[str, Any]
+    parameter_overrides: dict[str, Any]
+    pip_hints: tuple[str, ...]
+    preprocess_style: str  # "function" | "script" | "none"
+    predict_style: str  # "function" | "script"
+    serving_reads: tuple[str, ...]  # names serving code reads that training binds (state + raw input)
+    notices: tuple[str, ...] = ()
+
+    def cells_with_role(self, role: str) -> tuple[Cell, ...]:
+        """The cells tagged ``role``, in notebook order."""
+        return tuple(cell for cell in self.cells if cell.role == role)
+
+    def cells_with_roles(self, roles: tuple[str, ...]) -> tuple[Cell, ...]:
+        """The cells whose role is one of ``roles``, in notebook order."""
+        return tuple(cell for cell in self.cells if cell.role in roles)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One pinned distribution for requirements.txt."""
+
+    distribution: str
+    version: str | None
+    reason: str  # e.g. "import sklearn", "serving stack", "%pip hint"
+    serving: bool  # needed by the image, not only by training
+
+    @property
+    def line(self) -> str:
+        """The requirements.txt line."""
+        return f"{self.distribution}=={self.version}" if self.version else self.distribution
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """A rendered build directory."""
+
+    path: Path
+    spec: NotebookSpec
+    requirements: tuple[Requirement, ...]
+
+
+@dataclass(frozen=True)
+class TrainedArtifact:
+    """The model/ directory train.py wrote, with its card."""
+
+    context: BuildContext
+    model_dir: Path
+    card: dict[str, Any]
+    seconds: float
+
+    @property
+    def model_version(self) -> str:
+        """The content-derived model version from the card."""
+        return str(self.card["model_version"])
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Result of comparing served predictions with the golden set."""
+
+    rows: int
+    mismatches: tuple[tuple[int, Any, Any], ...] = ()  # (row, expected, got)
+
+    @property
+    def ok(self) -> bool:
+        """True when every row matched."""
+        return not self.mismatches
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything ``nb2prod build`` can be asked to do, independent of the CLI."""
+
+    notebook: Path
+    output: Path | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    force: bool = False
+    template: Path | None = None
+    docker: bool = True
+    train_on_host: bool = False
+    base_image: str | None = None
+    tags: tuple[str, ...] = ()
+    quiet: bool = False
+    json_path: Path | None = None
+    junit_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """A built image."""
+
+    image_id: str
+    tags: tuple[str, ...]
+    size_bytes: int
+    seconds: float
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class SmokeCheck:
+    """One smoke check against the running container."""
+
+    name: str
+    passed: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SmokeReport:
+    """All smoke checks of one container run."""
+
+    checks: tuple[SmokeCheck, ...]
+    ready_seconds: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(check.passed for check in self.checks)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``build`` produced, stage by stage (later stages None when skipped)."""
+
+    context: BuildContext
+    artifact: TrainedArtifact
+    parity: ParityReport
+    image: ImageResult | None = None
+    smoke: SmokeReport | None = None
+    timings: dict[str, float] = field(default_factory=dict)
