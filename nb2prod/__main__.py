@@ -1,0 +1,5 @@
+"""`python -m nb2prod`."""
+
+from .cli import main
+
+main()

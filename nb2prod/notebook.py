@@ -1,0 +1,380 @@
+"""Stage 1: read a notebook into a NotebookSpec, refusing what breaks the contract.
+
+A cell's role is its Jupyter tag (or a ``# nb2prod: <role>`` first line). This
+module decides roles, strips what is not Python (magics, shell lines), pools
+imports from every cell, and works out by static analysis which names serving
+code needs from training. Every refusal names the cell, the line where there is
+one, and what to do.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .errors import ConfigError, NotebookError
+from .models import ROLES, SERVING_ROLES, Cell, ImportBinding, NotebookSpec
+from .names import name_use
+
+#: Calls that fit state; on the serving path they would re-fit on each request.
+FIT_METHODS = frozenset({"fit", "fit_transform", "fit_predict", "partial_fit", "fit_resample"})
+#: Cell magics whose body is still Python (the magic only times or captures it).
+PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
+
+_ROLE_COMMENT = re.compile(r"^\s*#\s*nb2prod\s*:\s*([\w-]+)\s*$")
+_SHELL_ASSIGN = re.compile(r"^\s*[\w.]+\s*=\s*[!%]")
+_PIP = re.compile(r"^\s*[!%]\s*(?:python -m\s+)?pip3?\s+install\s+(.*)$")
+
+
+def read_notebook(path: Path, overrides: dict[str, Any] | None = None) -> NotebookSpec:
+    """Read ``path`` and return its spec; raise NotebookError when it breaks the contract."""
+    raw = _load(path)
+    _check_kernel(raw)
+    cells: list[Cell] = []
+    imports: dict[str, ImportBinding] = {}
+    pip_hints: list[str] = []
+    notices: list[str] = []
+    for number, nb_cell in enumerate(raw.cells, start=1):
+        if nb_cell.cell_type != "code":
+            continue
+        cell, cell_imports, hints = _read_cell(number, nb_cell, notices)
+        pip_hints.extend(hints)
+        for binding in cell_imports:
+            # An import in a tagged cell wins over the same name imported elsewhere.
+            if binding.name not in imports or cell.role is not None:
+                imports[binding.name] = binding
+        cells.append(cell)
+
+    untagged = [c for c in cells if c.role is None and c.source.strip()]
+    if untagged:
+        listed = ", ".join(str(c.number) for c in untagged)
+        notices.append(f"untagged cells are not run: {listed}")
+    _require_roles(cells)
+    parameters = _parameters(cells)
+    applied = _apply_overrides(parameters, overrides or {}, cells)
+    _refuse_fitting_on_serving_path(cells)
+    preprocess_style = _style(cells, "preprocess")
+    predict_style = _style(cells, "predict")
+    serving_reads = _resolve_serving_reads(cells, imports, notices)
+    return NotebookSpec(
+        path=path.resolve(),
+        name=_safe_name(path.stem),
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        cells=tuple(cells),
+        imports=tuple(imports.values()),
+        parameters={**parameters, **applied},
+        parameter_overrides=applied,
+        pip_hints=tuple(dict.fromkeys(pip_hints)),
+        preprocess_style=preprocess_style,
+        predict_style=predict_style,
+        serving_reads=serving_reads,
+        notices=tuple(notices),
+    )
+
+
+def parse_parameter(assignment: str) -> tuple[str, Any]:
+    """Parse one ``-p name=value`` flag; the value is a Python literal (or a bare string)."""
+    name, sep, text = assignment.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise ConfigError(
+            f"parameter override {assignment!r} is not name=value",
+            hint="Write it as -p name=value, e.g. -p C=0.5 or -p solver='lbfgs'.",
+        )
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        value = text.strip()  # a bare word, e.g. -p solver=lbfgs, is a string
+    return name, value
+
+
+def _load(path: Path) -> nbformat.NotebookNode:
+    if not path.is_file():
+        raise NotebookError(f"{path}: no such notebook", hint="Check the path.")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise NotebookError(
+            f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}), "
+            "so it is not a Jupyter notebook",
+            hint="Pass the .ipynb file saved by Jupyter; a .py script needs to be a notebook first "
+            "(e.g. `jupytext --to ipynb`).",
+        ) from err
+    if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
+        raise NotebookError(f"{path} is JSON but not a Jupyter notebook (no 'cells')")
+    major = data.get("nbformat")
+    if not isinstance(major, int) or major < 4:
+        raise NotebookError(
+            f"{path} is nbformat {major}; nb2prod reads nbformat 4 or later",
+            hint="Open and save it in a current Jupyter, or run "
+            "`jupyter nbconvert --to notebook --inplace` on it.",
+        )
+    try:
+        return nbformat.reads(text, as_version=4)
+    except Exception as err:  # nbformat raises several unrelated types here
+        raise NotebookError(f"{path} is not a readable notebook: {err}") from err
+
+
+def _check_kernel(raw: nbformat.NotebookNode) -> None:
+    meta = raw.get("metadata", {})
+    language = (meta.get("kernelspec", {}) or {}).get("language") or (
+        meta.get("language_info", {}) or {}
+    ).get("name")
+    if language and str(language).lower() != "python":
+        kernel = (meta.get("kernelspec", {}) or {}).get("display_name", language)
+        raise NotebookError(
+            f"the notebook's kernel is {kernel} ({language}); nb2prod builds Python notebooks only",
+            hint="Use a Python kernel (ipykernel) for the cells nb2prod should build.",
+        )
+
+
+def _read_cell(
+    number: int, nb_cell: nbformat.NotebookNode, notices: list[str]
+) -> tuple[Cell, list[ImportBinding], list[str]]:
+    source = nb_cell.source if isinstance(nb_cell.source, str) else "".join(nb_cell.source)
+    role = _role(number, source, list(nb_cell.get("metadata", {}).get("tags", []) or []))
+    lines = source.splitlines()
+    pip_hints: list[str] = []
+    first_code = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first_code is not None and lines[first_code].lstrip().startswith("%%"):
+        magic = lines[first_code].lstrip()[2:].split()[0] if lines[first_code].strip("% ") else ""
+        if magic not in PYTHON_CELL_MAGICS:
+            if role is not None and role != "skip":
+                raise NotebookError(
+                    f"cell {number} [{role}] is a %%{magic} cell, not Python",
+                    hint="Move the Python code of this step into a plain code cell, "
+                    "or tag this cell `skip`.",
+                )
+            notices.append(f"cell {number} (%%{magic}) is not Python and is ignored")
+            return Cell(number=number, role=role, source=source, code=""), [], []
+        lines[first_code] = ""
+    for index, line in enumerate(lines):
+        stripped = line.lstrip()
+        if stripped.startswith(("%", "!")) or _SHELL_ASSIGN.match(line):
+            pip = _PIP.match(line)
+            if pip:
+                pip_hints.extend(a for a in pip.group(1).split() if not a.startswith("-"))
+            lines[index] = ""  # keep line numbers: messages point at the notebook's lines
+        elif _ROLE_COMMENT.match(line) and index == first_code:
+            lines[index] = ""
+    code = "\n".join(lines)
+    try:
+        tree = ast.parse(code, filename=f"<cell {number}>")
+    except SyntaxError as err:
+        if role is None or role == "skip":
+            notices.append(f"cell {number} is not valid Python and is ignored")
+            return Cell(number=number, role=role, source=source, code=""), [], pip_hints
+        bad = (err.text or "").strip()
+        raise NotebookError(
+            f"cell {number} [{role}] ({_first_line(source)!r}), line {err.lineno}: "
+            f"syntax error: {err.msg}" + (f": {bad!r}" if bad else ""),
+            hint="Fix the line in the notebook and run the cell once in Jupyter to check it.",
+        ) from err
+    bindings, code = _take_imports(number, tree, code)
+    if role is None or role == "skip":
+        # Untagged cells never run; only their imports and bindings matter.
+        use = name_use(tree)
+        return (
+            Cell(number=number, role=role, source=source, code=code, binds=use.binds),
+            bindings,
+            pip_hints,
+        )
+    body = ast.parse(code, filename=f"<cell {number}>")
+    use = name_use(body)
+    result, ends_with_expression = _result(body)
+    cell = Cell(
+        number=number,
+        role=role,
+        source=source,
+        code=code,
+        reads=use.reads,
+        binds=use.binds,
+        defines=use.defines,
+        result=result,
+        ends_with_expression=ends_with_expression,
+    )
+    return cell, bindings, pip_hints
+
+
+def _role(number: int, source: str, tags: list[str]) -> str | None:
+    roles = [tag for tag in tags if tag in ROLES]
+    first = next((line for line in source.splitlines() if line.strip()), "")
+    comment = _ROLE_COMMENT.match(first)
+    if comment:
+        if comment.group(1) not in ROLES:
+            raise NotebookError(
+                f"cell {number}: unknown role {comment.group(1)!r} in {first.strip()!r}",
+                hint=f"Roles are: {', '.join(ROLES)}.",
+            )
+        roles.append(comment.group(1))
+    roles = list(dict.fromkeys(roles))
+    if len(roles) > 1:
+        raise NotebookError(
+            f"cell {number} ({_first_line(source)!r}) has several roles: {', '.join(roles)}",
+            hint="Give each cell one role; split the cell if it does two jobs.",
+        )
+    return roles[0] if roles else None
+
+
+def _take_imports(number: int, tree: ast.Module, code: str) -> tuple[list[ImportBinding], str]:
+    """Pool the cell's top-level imports and blank them out of its code."""
+    lines = code.splitlines()
+    bindings: list[ImportBinding] = []
+    for stmt in tree.body:
+        if not isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(stmt, ast.ImportFrom) and stmt.level:
+            continue  # relative imports have no meaning outside a package
+        for alias in stmt.names:
+            if isinstance(stmt, ast.Import):
+                bound = alias.asname or alias.name.split(".")[0]
+                text = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
+                module = alias.name.split(".")[0]
+            else:
+                bound = alias.asname or alias.name
+                text = f"from {stmt.module} import {alias.name}" + (
+                    f" as {alias.asname}" if alias.asname else ""
+                )
+                module = (stmt.module or "").split(".")[0]
+            bindings.append(ImportBinding(name=bound, statement=text, module=module, cell=number))
+        for line in range(stmt.lineno - 1, (stmt.end_lineno or stmt.lineno)):
+            lines[line] = ""
+    return bindings, "\n".join(lines)
+
+
+def _result(tree: ast.Module) -> tuple[str | None, bool]:
+    """Script style: the cell's last expression, or its last assigned name."""
+    if not tree.body:
+        return None, False
+    last = tree.body[-1]
+    if isinstance(last, ast.Expr):
+        return None, True
+    for stmt in reversed(tree.body):
+        targets: list[ast.expr] = []
+        if isinstance(stmt, ast.Assign):
+            targets = stmt.targets
+        elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+            targets = [stmt.target]
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        if names:
+            return names[-1], False
+    return None, False
+
+
+def _require_roles(cells: list[Cell]) -> None:
+    present = {cell.role for cell in cells}
+    for role, what in (("train", "fits the model"), ("predict", "makes predictions")):
+        if role not in present:
+            raise NotebookError(
+                f"no cell is tagged `{role}`: nb2prod needs the cell that {what}",
+                hint=f"Add the tag `{role}` to that cell (View > Cell Toolbar > Tags in Jupyter, "
+                f"or the cell's property inspector in JupyterLab), or start it with "
+                f"`# nb2prod: {role}`.",
+            )
+
+
+def _parameters(cells: list[Cell]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for cell in cells:
+        if cell.role != "parameters":
+            continue
+        for stmt in ast.parse(cell.code).body:
+            target = stmt.targets[0] if isinstance(stmt, ast.Assign) else None
+            if isinstance(stmt, ast.AnnAssign):
+                target = stmt.target
+            value_node = getattr(stmt, "value", None)
+            try:
+                if not isinstance(target, ast.Name) or value_node is None:
+                    raise ValueError
+                values[target.id] = ast.literal_eval(value_node)
+            except ValueError as err:
+                raise NotebookError(
+                    f"{cell.label}, line {stmt.lineno}: parameters must be literal assignments "
+                    f"like `C = 1.0`, not {ast.get_source_segment(cell.code, stmt)!r}",
+                    hint="Keep computed values in a `load` or `train` cell.",
+                ) from err
+    return values
+
+
+def _apply_overrides(
+    parameters: dict[str, Any], overrides: dict[str, Any], cells: list[Cell]
+) -> dict[str, Any]:
+    unknown = sorted(set(overrides) - set(parameters))
+    if unknown:
+        where = ", ".join(sorted(parameters)) or "none (there is no `parameters` cell)"
+        raise ConfigError(
+            f"-p {unknown[0]}: the notebook has no parameter {unknown[0]!r}; its parameters: {where}",
+            hint="Override only names that the `parameters` cell assigns.",
+        )
+    return dict(overrides)
+
+
+def _refuse_fitting_on_serving_path(cells: list[Cell]) -> None:
+    for cell in cells:
+        if cell.role not in ("preprocess", "predict"):
+            continue
+        for node in ast.walk(ast.parse(cell.code)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in FIT_METHODS
+            ):
+                raise NotebookError(
+                    f"{cell.label}, line {node.lineno}: `.{node.func.attr}(` on the serving path "
+                    f"would fit state on each request's rows",
+                    hint="Fitted state belongs in a `train` cell: fit there and call "
+                    "`.transform(`/`.predict(` here.",
+                )
+
+
+def _style(cells: list[Cell], role: str) -> str:
+    tagged = [cell for cell in cells if cell.role == role]
+    if not tagged:
+        return "none"
+    return "function" if any(role in cell.defines for cell in tagged) else "script"
+
+
+def _resolve_serving_reads(
+    cells: list[Cell], imports: dict[str, ImportBinding], notices: list[str]
+) -> tuple[str, ...]:
+    """Names serving code needs from training; refuse those only untagged cells bind."""
+    needed: list[str] = []
+    for cell in cells:
+        if cell.role not in SERVING_ROLES:
+            continue
+        for name in cell.reads:
+            if name in imports or name in needed:
+                continue
+            binders = [c for c in cells if name in c.binds and c is not cell]
+            run = [c for c in binders if c.role is not None and c.role != "skip"]
+            if run:
+                if not all(c.role == "parameters" for c in run):
+                    needed.append(name)  # parameters are constants in the serving code
+                continue
+            if binders:
+                where = binders[-1]
+                raise NotebookError(
+                    f"{cell.label} reads `{name}`, which only {where.label} defines, "
+                    "and nb2prod never runs that cell",
+                    hint=f"Tag cell {where.number} with its role (e.g. `load` or `train`), "
+                    f"or move the definition of `{name}` into a tagged cell.",
+                )
+            notices.append(f"{cell.label} reads `{name}`, which no cell defines")
+    return tuple(needed)
+
+
+def _first_line(source: str) -> str:
+    return next((line.strip()[:80] for line in source.splitlines() if line.strip()), "")
+
+
+def _safe_name(stem: str) -> str:
+    """A name usable as a directory, an image repository and a service name."""
+    name = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")
+    return name or "model"

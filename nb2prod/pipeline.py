@@ -1,0 +1,85 @@
+"""build(): notebook -> spec -> context -> artifact -> parity (-> image -> smoke report).
+
+The only module that strings stages together. Each stage is a function of the
+previous stage's record; this one adds the atomic output directory, timings
+and progress.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import notebook, output, render, trainer, verify
+from .models import BuildContext, BuildOptions, BuildResult, NotebookSpec
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def check(path: Path, parameters: dict[str, Any] | None = None) -> NotebookSpec:
+    """Validate the notebook contract without writing anything (``nb2prod check``)."""
+    spec = notebook.read_notebook(path, parameters)
+    render.serving_plan(spec)  # the serving shape problems check must catch too
+    render.resolve_requirements(spec)
+    return spec
+
+
+def default_output(spec: NotebookSpec) -> Path:
+    """Where a build goes without -o: build/<notebook-stem>."""
+    return Path("build") / spec.name
+
+
+def generate(
+    path: Path,
+    output_dir: Path | None = None,
+    parameters: dict[str, Any] | None = None,
+    force: bool = False,
+    template: Path | None = None,
+) -> BuildContext:
+    """Write the build context for ``path`` and nothing else (``nb2prod generate``)."""
+    spec = check(path, parameters)
+    target = (output_dir or default_output(spec)).resolve()
+    with output.staged_directory(target, force) as staging:
+        render.render_context(spec, staging, template, final=target)
+    return BuildContext(path=target, spec=spec, requirements=render.resolve_requirements(spec))
+
+
+def build(options: BuildOptions, progress: Progress | None = None) -> BuildResult:
+    """Generate, train, verify parity in process, then (with Docker) build and smoke-test."""
+    say = progress or _quiet
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def timed(stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        timings[stage] = round(time.perf_counter() - started, 3)
+
+    with timed("check"):
+        spec = check(options.notebook, options.parameters)
+    for notice in spec.notices:
+        say(f"notice: {notice}")
+    target = (options.output or default_output(spec)).resolve()
+    with output.staged_directory(target, options.force) as staging:
+        with timed("generate"):
+            staged = render.render_context(spec, staging, options.template, final=target)
+        say(f"[1/3] generated build context for {spec.path.name}")
+        with timed("train"):
+            say("[2/3] training (python train.py, fresh process)")
+            artifact = trainer.train_on_host(staged, progress if not options.quiet else None)
+        with timed("parity"):
+            parity = verify.verify_in_process(artifact)
+        say(
+            f"[3/3] parity: the generated service reproduces all {parity.rows} golden "
+            "predictions"
+        )
+    context = BuildContext(path=target, spec=spec, requirements=staged.requirements)
+    artifact = trainer.load_artifact(context, artifact.seconds)
+    return BuildResult(context=context, artifact=artifact, parity=parity, timings=timings)

@@ -1,0 +1,11 @@
+{{ cookiecutter._train_header }}
+{{ cookiecutter._train_imports }}
+from nb2prod_runtime import training as nb2prod_training
+
+# Seeds, parameters and the working directory (the notebook's folder, as in Jupyter).
+nb2prod_training.start(__file__)
+
+{{ cookiecutter._train_body }}
+
+# Save the serving state, the model card and the golden set to ./model/.
+nb2prod_training.finish(globals())
