@@ -33,7 +33,7 @@ def check(path: Path, parameters: dict[str, Any] | None = None) -> NotebookSpec:
 
 def default_output(spec: NotebookSpec) -> Path:
     """Where a build goes without -o: build/<notebook-stem>."""
-    return Path("build") / spec.name
+    return Path("build") / spec.path.stem
 
 
 def generate(
