@@ -197,3 +197,109 @@ class BuildResult:
     image: ImageResult | None = None
     smoke: SmokeReport | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+
+# -- push and deploy (issue 5) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushRecord:
+    """An image pushed to a registry and pinned by digest (``DIR/.nb2prod/push.json``)."""
+
+    registry: str  # e.g. "europe-west1-docker.pkg.dev/my-project/models"
+    repository: str  # REGISTRY/name
+    tag: str  # the model version
+    digest: str  # "sha256:..." as the registry computed it
+    image: str  # REGISTRY/name@sha256:..., the only reference deployments use
+    image_id: str = ""  # the local image id pushed, to notice a rebuild since
+
+
+@dataclass(frozen=True)
+class CloudRunOptions:
+    """Everything ``nb2prod deploy --target cloudrun`` can be asked to do."""
+
+    build_dir: Path
+    project: str | None = None  # None: GOOGLE_CLOUD_PROJECT, CLOUDSDK_CORE_PROJECT, gcloud config
+    region: str | None = None  # None: CLOUDSDK_RUN_REGION, gcloud config run/region
+    service: str | None = None  # None: the model card's name, fitted to Cloud Run's rules
+    canary: int | None = None  # percent of traffic for a new revision tagged "canary"
+    concurrency: int = 80
+    cpu: str = "1"
+    memory: str = "512Mi"
+    cpu_idle: bool = True  # CPU only during requests (request-based billing)
+    startup_cpu_boost: bool = True
+    min_instances: int = 0
+    max_instances: int = 100
+    timeout_seconds: int = 300
+    service_account: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    drift_webhook: str | None = None  # set as NB2PROD_DRIFT_WEBHOOK
+    dry_run: bool = False
+    endpoint: str | None = None  # None: Google's; "http://127.0.0.1:PORT" for a local fake
+    wait_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class TrafficOptions:
+    """What ``nb2prod promote DIR`` and ``nb2prod rollback DIR`` need."""
+
+    build_dir: Path
+    endpoint: str | None = None
+    wait_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class TrafficSplit:
+    """One traffic target: a revision (None: the latest ready one), its share and tag."""
+
+    revision: str | None
+    percent: int
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class CloudRunDeployment:
+    """What a deploy, promote or rollback did on Cloud Run (or would do, on a dry run)."""
+
+    project: str
+    region: str
+    service: str  # the service id
+    revision: str  # the revision this deploy made, or the one traffic now goes to
+    image: str
+    traffic: tuple[TrafficSplit, ...]
+    service_yaml: Path
+    url: str = ""
+    dry_run: bool = False
+    request: str = ""  # dry run: the exact request, method and URL as a comment, body as YAML
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KubernetesOptions:
+    """Everything ``nb2prod deploy --target kubernetes`` can be asked to do."""
+
+    build_dir: Path
+    namespace: str | None = None
+    name: str | None = None  # None: the model card's name, fitted to DNS label rules
+    min_replicas: int = 2  # two, so the PodDisruptionBudget never blocks a node drain
+    max_replicas: int = 10
+    cpu: str = "1"  # limit
+    memory: str = "1Gi"  # limit, and request: memory is not compressible
+    cpu_request: str = "500m"
+    target_cpu_utilization: int = 70
+    env: dict[str, str] = field(default_factory=dict)
+    drift_webhook: str | None = None
+    kserve: bool = False
+    apply: bool = False
+    context: str | None = None  # kubeconfig context; None: the current one
+
+
+@dataclass(frozen=True)
+class KubernetesManifests:
+    """The manifests written into ``DIR/k8s/`` (and what was applied)."""
+
+    directory: Path
+    files: tuple[Path, ...]
+    image: str
+    applied: tuple[str, ...] = ()  # "Kind/namespace/name"
+    notes: tuple[str, ...] = ()

@@ -250,13 +250,15 @@ def _take_imports(number: int, tree: ast.Module, code: str) -> tuple[list[Import
 
 
 def _result(tree: ast.Module) -> tuple[str | None, bool]:
-    """Script style: the cell's last expression, or its last assigned name."""
+    """Script style: the cell's result, its last expression or its last assigned name.
+
+    A trailing expression that only shows the last assigned variable
+    (``preds[:5]``, ``preds.head()``) is display, so the variable is the result.
+    """
     if not tree.body:
         return None, False
-    last = tree.body[-1]
-    if isinstance(last, ast.Expr):
-        return None, True
-    for stmt in reversed(tree.body):
+    assigned: str | None = None
+    for stmt in reversed(tree.body[:-1] if isinstance(tree.body[-1], ast.Expr) else tree.body):
         targets: list[ast.expr] = []
         if isinstance(stmt, ast.Assign):
             targets = stmt.targets
@@ -264,8 +266,15 @@ def _result(tree: ast.Module) -> tuple[str | None, bool]:
             targets = [stmt.target]
         names = [t.id for t in targets if isinstance(t, ast.Name)]
         if names:
-            return names[-1], False
-    return None, False
+            assigned = names[-1]
+            break
+    last = tree.body[-1]
+    if isinstance(last, ast.Expr):
+        shown = {n.id for n in ast.walk(last) if isinstance(n, ast.Name)}
+        if assigned is not None and assigned in shown:
+            return assigned, False
+        return None, True
+    return assigned, False
 
 
 def _require_roles(cells: list[Cell]) -> None:

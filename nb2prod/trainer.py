@@ -33,7 +33,13 @@ _TRACE_LINE = re.compile(r'File "(?P<file>[^"]*train\.py)", line (?P<line>\d+)')
 def train_on_host(context: BuildContext, progress: Progress | None = None) -> TrainedArtifact:
     """Run ``python train.py`` in the build context with this interpreter."""
     started = time.perf_counter()
-    env = {**os.environ, "PYTHONHASHSEED": "0", "NB2PROD_TRAINED_IN": "host"}
+    env = {
+        **os.environ,
+        "PYTHONHASHSEED": "0",
+        "NB2PROD_TRAINED_IN": "host",
+        # The context may still sit in a staging folder: name the notebook's folder outright.
+        "NB2PROD_NOTEBOOK_DIR": str(context.spec.path.parent),
+    }
     env.pop("NB2PROD_MODEL_DIR", None)
     command = [sys.executable, "train.py"]
     tail: deque[str] = deque(maxlen=40)
@@ -66,29 +72,29 @@ def raise_for_training_exit(code: int, tail: list[str], train_py: Path) -> None:
                 line[len(ERROR_PREFIX) :],
                 hint="Fix the notebook, run it top to bottom in Jupyter, then build again.",
             )
-    where = _failing_cell(tail, train_py)
-    last = "\n".join(f"  {line}" for line in tail[-15:])
+    where, line = _failing_cell(tail, train_py)
+    error = next((entry.strip() for entry in reversed(tail) if entry.strip()), "")
+    detail = f"\n  {line}\n  {error}" if line else "\n" + "\n".join(f"  {t}" for t in tail[-12:])
     raise TrainingError(
-        f"training failed{where} (train.py exited with {code}); last lines:\n{last}",
-        hint="Run the notebook top to bottom in Jupyter to reproduce it, or "
-        f"`python {train_py}` to see the full output.",
+        f"training failed{where} (train.py exited with {code}):{detail}",
+        hint="Run the notebook top to bottom in Jupyter to reproduce it, or run "
+        f"`python train.py` in {train_py.parent} to see the full traceback.",
     )
 
 
-def _failing_cell(tail: list[str], train_py: Path) -> str:
-    """' in cell N [role], line L' for the deepest train.py frame of a traceback."""
-    lines = [int(m.group("line")) for line in tail if (m := _TRACE_LINE.search(line))]
+def _failing_cell(tail: list[str], train_py: Path) -> tuple[str, str]:
+    """(' in cell N [role]', the failing line) for the deepest train.py frame of a traceback."""
+    lines = [int(m.group("line")) for entry in tail if (m := _TRACE_LINE.search(entry))]
     if not lines or not train_py.is_file():
-        return ""
+        return "", ""
     source = train_py.read_text().splitlines()
     target = lines[-1]
+    failing = source[target - 1].strip() if 0 < target <= len(source) else ""
     for index in range(min(target, len(source)) - 1, -1, -1):
         mark = _CELL_MARK.match(source[index])
         if mark:
-            # Cell line numbers shift where imports and magics were removed; the text
-            # of the failing line is shown by the traceback itself.
-            return f" in cell {mark.group(1)} [{mark.group(2)}]"
-    return ""
+            return f" in cell {mark.group(1)} [{mark.group(2)}]", failing
+    return "", failing
 
 
 def load_artifact(context: BuildContext, seconds: float) -> TrainedArtifact:

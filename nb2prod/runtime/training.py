@@ -83,9 +83,11 @@ def _finish(ns: dict[str, Any]) -> None:
     golden_frame = raw.sample(n=min(GOLDEN_ROWS, len(raw)), random_state=0)
     golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
     if len(golden_predictions) != len(golden_frame):
+        result = plan["predict"].get("result") or "its last expression"
         raise ContractError(
             f"the predict step returned {len(golden_predictions)} predictions for "
-            f"{len(golden_frame)} rows; it must return one per input row"
+            f"{len(golden_frame)} rows (its result: {result}); it must return one per input "
+            "row. End the predict cell with the predictions for all its input rows"
         )
     ignored = runner.unused_columns(golden_frame, golden_predictions)
     columns = [c for c in raw.columns if c not in ignored]
@@ -283,6 +285,10 @@ class NotebookPath:
             ) from err
         return predictions_to_list(result)
 
+    def features(self, frame: pd.DataFrame) -> Any:
+        """The notebook's preprocess output for raw rows ``frame``."""
+        return self._preprocess(frame)
+
     def _preprocess(self, frame: pd.DataFrame) -> Any:
         if self.pre["kind"] == "function":
             return self.ns["preprocess"](frame.copy())
@@ -360,15 +366,32 @@ class NotebookPath:
 
 
 def _probe_same(runner: NotebookPath, frame: pd.DataFrame, column: Any, expected: list[Any]) -> bool:
-    """True when the serving code runs without ``column`` and predicts the same.
+    """True when serving never needs ``column`` (the target, an id, a leftover).
 
-    Dropping (not blanking) the column is the conservative probe: code that reads
-    it fails, so only columns the code never touches (like the target) are left out.
+    Two conservative probes: the serving code runs without the column and predicts
+    the same; or blanking the column leaves the features unchanged (code like
+    ``df.drop(columns="target")`` needs the column present, not its values).
+    Blanking alone is not enough: a model that tolerates NaN could hide a feature.
     """
     try:
-        return runner.predict_rows(frame.drop(columns=[column]), what="probe rows") == expected
+        if runner.predict_rows(frame.drop(columns=[column]), what="probe rows") == expected:
+            return True
     except ContractError:
+        pass
+    blanked = frame.copy()
+    blanked[column] = np.nan
+    try:
+        return _same_features(runner.features(frame), runner.features(blanked))
+    except Exception:
         return False
+
+
+def _same_features(a: Any, b: Any) -> bool:
+    if isinstance(a, (pd.DataFrame, pd.Series)) and isinstance(b, type(a)):
+        return bool(a.equals(b))
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    return False
 
 
 def _arg_key(param: str) -> str:
