@@ -16,7 +16,14 @@ import click
 
 from . import __version__, pipeline
 from .errors import EXIT_CODES, ConfigError, Nb2ProdError
-from .models import BuildOptions, NotebookSpec
+from .models import (
+    BuildOptions,
+    CloudRunDeployment,
+    CloudRunOptions,
+    KubernetesOptions,
+    NotebookSpec,
+    TrafficOptions,
+)
 from .notebook import parse_parameter
 
 _STATE = {"debug": False}
@@ -190,6 +197,184 @@ def serve(directory: Path, host: str, port: int) -> None:
         access_log=False,
         log_config=None,
     )
+
+
+BUILD_DIR = click.Path(path_type=Path, file_okay=False, exists=True)
+
+
+def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--env {value!r} is not NAME=VALUE")
+        pairs[name] = text
+    return pairs
+
+
+@cli.command()
+@click.argument("directory", type=BUILD_DIR)
+@click.option(
+    "--registry",
+    required=True,
+    help="Where to push, e.g. REGION-docker.pkg.dev/PROJECT/REPO or 127.0.0.1:5000.",
+)
+def push(directory: Path, registry: str) -> None:
+    """Push the image built in DIRECTORY and record its digest there.
+
+    Uses your docker credentials (for Artifact Registry: `gcloud auth
+    configure-docker REGION-docker.pkg.dev`). Deployments then use the image by
+    digest, never by tag.
+    """
+    record = pipeline.push(directory, registry, progress=_say)
+    click.echo(record.image)
+
+
+@cli.command()
+@click.argument("directory", type=BUILD_DIR)
+@click.option(
+    "--target",
+    type=click.Choice(["cloudrun", "kubernetes"]),
+    default="cloudrun",
+    show_default=True,
+)
+@click.option("--project", help="GCP project. Default: GOOGLE_CLOUD_PROJECT, then gcloud config.")
+@click.option("--region", help="Cloud Run region. Default: CLOUDSDK_RUN_REGION, gcloud config.")
+@click.option("--service", help="Service name. Default: the notebook's name.")
+@click.option("--registry", help="Push here first if the current image isn't pushed yet.")
+@click.option("--canary", type=click.IntRange(1, 99), help="Send PERCENT of traffic to the new revision.")
+@click.option("--concurrency", type=int, default=80, show_default=True, help="Requests per instance.")
+@click.option("--cpu", default=None, help="CPU limit (Cloud Run default 1).")
+@click.option("--memory", default=None, help="Memory limit (Cloud Run default 512Mi).")
+@click.option("--min-instances", type=int, default=None, help="Cloud Run default 0; Kubernetes 2.")
+@click.option("--max-instances", type=int, default=None, help="Cloud Run default 100; Kubernetes 10.")
+@click.option("--timeout", "timeout_seconds", type=int, default=300, show_default=True)
+@click.option("--service-account", help="Service account the revision runs as.")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Environment variable.")
+@click.option("--drift-webhook", help="URL for drift events (NB2PROD_DRIFT_WEBHOOK).")
+@click.option("--dry-run", is_flag=True, help="Print the request and write service.yaml only.")
+@click.option("--namespace", help="Kubernetes namespace.")
+@click.option("--apply", is_flag=True, help="Kubernetes: apply to the current kubeconfig context.")
+@click.option("--kserve", is_flag=True, help="Kubernetes: also write a KServe InferenceService.")
+@click.option("--endpoint", hidden=True, help="Cloud Run API endpoint (tests).")
+def deploy(
+    directory: Path,
+    target: str,
+    project: str | None,
+    region: str | None,
+    service: str | None,
+    registry: str | None,
+    canary: int | None,
+    concurrency: int,
+    cpu: str | None,
+    memory: str | None,
+    min_instances: int | None,
+    max_instances: int | None,
+    timeout_seconds: int,
+    service_account: str | None,
+    env: tuple[str, ...],
+    drift_webhook: str | None,
+    dry_run: bool,
+    namespace: str | None,
+    apply: bool,
+    kserve: bool,
+    endpoint: str | None,
+) -> None:
+    """Deploy a built DIRECTORY to Cloud Run (default) or write Kubernetes manifests.
+
+    \b
+    Cloud Run: creates or updates the service through the Admin API v2 with
+    Application Default Credentials, by image digest, and writes
+    DIRECTORY/service.yaml (for `gcloud run services replace`).
+    Kubernetes: writes DIRECTORY/k8s/ (Deployment, Service, HPA, PDB).
+    """
+    if target == "kubernetes":
+        k8s = KubernetesOptions(
+            build_dir=directory,
+            namespace=namespace,
+            name=service,
+            env=_env_pairs(env),
+            drift_webhook=drift_webhook,
+            kserve=kserve,
+            apply=apply,
+            **{
+                key: value
+                for key, value in {
+                    "cpu": cpu,
+                    "memory": memory,
+                    "min_replicas": min_instances,
+                    "max_replicas": max_instances,
+                }.items()
+                if value is not None
+            },
+        )
+        manifests = pipeline.deploy_kubernetes(k8s, registry, progress=_say)
+        for note in manifests.notes:
+            _say(f"note: {note}")
+        click.echo(f"wrote {manifests.directory}")
+        for applied in manifests.applied:
+            click.echo(f"applied {applied}")
+        return
+    options = CloudRunOptions(
+        build_dir=directory,
+        project=project,
+        region=region,
+        service=service,
+        canary=canary,
+        concurrency=concurrency,
+        timeout_seconds=timeout_seconds,
+        service_account=service_account,
+        env=_env_pairs(env),
+        drift_webhook=drift_webhook,
+        dry_run=dry_run,
+        endpoint=endpoint,
+        **{
+            key: value
+            for key, value in {
+                "cpu": cpu,
+                "memory": memory,
+                "min_instances": min_instances,
+                "max_instances": max_instances,
+            }.items()
+            if value is not None
+        },
+    )
+    _print_deployment(pipeline.deploy_cloudrun(options, registry, progress=_say))
+
+
+@cli.command()
+@click.argument("directory", type=BUILD_DIR)
+@click.option("--endpoint", hidden=True, help="Cloud Run API endpoint (tests).")
+def promote(directory: Path, endpoint: str | None) -> None:
+    """Send all traffic to the canary revision of DIRECTORY's Cloud Run service."""
+    _print_deployment(pipeline.promote(TrafficOptions(build_dir=directory, endpoint=endpoint)))
+
+
+@cli.command()
+@click.argument("directory", type=BUILD_DIR)
+@click.option("--endpoint", hidden=True, help="Cloud Run API endpoint (tests).")
+def rollback(directory: Path, endpoint: str | None) -> None:
+    """Restore the traffic split from before the last deploy of DIRECTORY."""
+    _print_deployment(pipeline.rollback(TrafficOptions(build_dir=directory, endpoint=endpoint)))
+
+
+def _print_deployment(deployment: CloudRunDeployment) -> None:
+    if deployment.dry_run:
+        click.echo(deployment.request)
+    for note in deployment.notes:
+        _say(f"note: {note}")
+    split = ", ".join(
+        f"{t.revision or 'latest'}={t.percent}%" + (f" (tag {t.tag})" if t.tag else "")
+        for t in deployment.traffic
+    )
+    verb = "would deploy" if deployment.dry_run else "deployed"
+    click.echo(
+        f"{verb} {deployment.service} in {deployment.project}/{deployment.region}: "
+        f"{deployment.image}; traffic {split}"
+    )
+    if deployment.url:
+        click.echo(f"url: {deployment.url}")
+    click.echo(f"wrote {deployment.service_yaml}")
 
 
 def _describe(spec: NotebookSpec) -> str:

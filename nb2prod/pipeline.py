@@ -13,8 +13,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import notebook, output, render, trainer, verify
-from .models import BuildContext, BuildOptions, BuildResult, NotebookSpec
+from . import cloudrun, kubernetes, notebook, output, render, trainer, verify
+from . import push as push_stage
+from .models import (
+    BuildContext,
+    BuildOptions,
+    BuildResult,
+    CloudRunDeployment,
+    CloudRunOptions,
+    KubernetesManifests,
+    KubernetesOptions,
+    NotebookSpec,
+    PushRecord,
+    TrafficOptions,
+)
 
 Progress = Callable[[str], None]
 
@@ -83,3 +95,36 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     context = BuildContext(path=target, spec=spec, requirements=staged.requirements)
     artifact = trainer.load_artifact(context, artifact.seconds)
     return BuildResult(context=context, artifact=artifact, parity=parity, timings=timings)
+
+
+def push(build_dir: Path, registry: str, progress: Progress | None = None) -> PushRecord:
+    """Push DIR's image and pin its digest (``nb2prod push``)."""
+    return push_stage.push_image(build_dir, registry, progress)
+
+
+def deploy_cloudrun(
+    options: CloudRunOptions, registry: str | None = None, progress: Progress | None = None
+) -> CloudRunDeployment:
+    """Push first when the current image isn't pushed and a registry is given, then deploy."""
+    if registry and not options.dry_run and not push_stage.is_pushed(options.build_dir):
+        push_stage.push_image(options.build_dir, registry, progress)
+    return cloudrun.deploy(options)
+
+
+def deploy_kubernetes(
+    options: KubernetesOptions, registry: str | None = None, progress: Progress | None = None
+) -> KubernetesManifests:
+    """Write (and optionally apply) Kubernetes manifests, pushing first when asked to."""
+    if registry and not push_stage.is_pushed(options.build_dir):
+        push_stage.push_image(options.build_dir, registry, progress)
+    return kubernetes.deploy(options)
+
+
+def promote(options: TrafficOptions) -> CloudRunDeployment:
+    """Move all traffic to the canary (``nb2prod promote``)."""
+    return cloudrun.promote(options)
+
+
+def rollback(options: TrafficOptions) -> CloudRunDeployment:
+    """Restore the traffic from before the last deploy (``nb2prod rollback``)."""
+    return cloudrun.rollback(options)

@@ -62,7 +62,10 @@ def push_image(
     image_info = _read_json(build_dir / ".nb2prod" / "image.json", "nb2prod build")
     card = _read_json(build_dir / "model" / "model_card.json", "python train.py")
     registry = normalize_registry(registry)
-    repository = f"{registry}/{repository_name(str(card['name']))}"
+    # The build named the image <name>:<model_version>; keep its name under the registry.
+    built_tags = [str(tag) for tag in image_info.get("tags") or []]
+    name = built_tags[0].rsplit(":", 1)[0].rsplit("/", 1)[-1] if built_tags else str(card["name"])
+    repository = f"{registry}/{repository_name(name)}"
     tag = image_tag(str(card["model_version"]))
     say = progress or (lambda _line: None)
 
@@ -188,3 +191,14 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
         handle.write("\n")
     Path(tmp).chmod(0o644)
     Path(tmp).replace(path)
+
+
+def is_pushed(build_dir: Path) -> bool:
+    """True when DIR's current image has been pushed (push.json matches image.json)."""
+    records = build_dir / ".nb2prod"
+    try:
+        pushed = json.loads((records / "push.json").read_text())
+        built = json.loads((records / "image.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return pushed.get("image_id") in ("", None, built.get("image_id"))

@@ -1,0 +1,183 @@
+"""Push to the local registry (127.0.0.1:5000) and deploy by the digest it serves."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+import yaml
+from fake_cloudrun import FakeCloudRun
+
+from nb2prod import cloudrun, push
+from nb2prod.errors import PushError
+from nb2prod.models import CloudRunOptions
+
+REGISTRY_HOST = "127.0.0.1:5000"
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
+
+
+@pytest.fixture
+def registry() -> str:
+    """A fresh namespace in the local registry; skips when it does not answer."""
+    try:
+        httpx.get(f"http://{REGISTRY_HOST}/v2/", timeout=5).raise_for_status()
+    except httpx.HTTPError as err:
+        pytest.skip(f"no registry at {REGISTRY_HOST}: {err} (run ../shared/ci/docker-env.sh)")
+    return f"{REGISTRY_HOST}/nb2prod-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def built_dir(tmp_path: Path, docker_engine: Any) -> Iterator[tuple[Path, docker.DockerClient]]:
+    """A DIR whose image.json names a tiny image built from the local python:3.11-slim."""
+    client: docker.DockerClient = docker_engine.client
+    marker = uuid.uuid4().hex
+    dockerfile = f"FROM python:3.11-slim\nLABEL io.nb2prod.test={marker}\n".encode()
+    image, _ = client.images.build(fileobj=io.BytesIO(dockerfile), pull=False, rm=True)
+    directory = tmp_path / "iris_classifier"
+    (directory / "model").mkdir(parents=True)
+    (directory / ".nb2prod").mkdir()
+    card = {"name": "iris_classifier", "model_version": marker[:12]}
+    (directory / "model" / "model_card.json").write_text(json.dumps(card))
+    tag = f"iris_classifier:{marker[:12]}"
+    image.tag(tag)
+    record = {"image_id": image.id, "tags": [tag], "size_bytes": image.attrs["Size"]}
+    (directory / ".nb2prod" / "image.json").write_text(json.dumps(record))
+    try:
+        yield directory, client
+    finally:
+        client.images.remove(image.id, force=True)
+
+
+@pytest.mark.docker
+def test_pushed_digest_is_what_the_registry_serves_and_what_deploys(
+    built_dir: tuple[Path, docker.DockerClient], registry: str
+) -> None:
+    directory, _ = built_dir
+    lines: list[str] = []
+
+    record = push.push_image(directory, f"http://{registry}/", progress=lines.append)
+
+    version = json.loads((directory / "model" / "model_card.json").read_text())["model_version"]
+    assert record.repository == f"{registry}/iris_classifier" and record.tag == version
+    assert record.image == f"{registry}/iris_classifier@{record.digest}"
+    assert json.loads((directory / ".nb2prod" / "push.json").read_text()) == {
+        "registry": registry,
+        "repository": record.repository,
+        "tag": version,
+        "digest": record.digest,
+        "image": record.image,
+        "image_id": json.loads((directory / ".nb2prod" / "image.json").read_text())["image_id"],
+    }
+    assert any("Pushed" in line for line in lines)
+
+    path = record.repository.removeprefix(f"{REGISTRY_HOST}/")
+    served = httpx.get(
+        f"http://{REGISTRY_HOST}/v2/{path}/manifests/{record.tag}",
+        headers={"Accept": MANIFEST_TYPES},
+        timeout=10,
+    )
+    served.raise_for_status()
+    assert served.headers["Docker-Content-Digest"] == record.digest
+
+    with FakeCloudRun() as fake:
+        options = CloudRunOptions(
+            directory, project="demo-project", region="europe-west1", endpoint=fake.endpoint
+        )
+        dry = cloudrun.deploy(
+            CloudRunOptions(directory, "demo-project", "europe-west1", dry_run=True)
+        )
+        assert dry.image == record.image and record.image in dry.request
+        knative = yaml.safe_load((directory / "service.yaml").read_text())
+        assert knative["spec"]["template"]["spec"]["containers"][0]["image"] == record.image
+
+        cloudrun.deploy(options)
+        sent = fake.bodies("PATCH")[-1]
+        assert sent["template"]["containers"][0]["image"] == record.image
+
+
+@pytest.mark.docker
+def test_unreachable_registry_is_a_push_error(
+    built_dir: tuple[Path, docker.DockerClient],
+) -> None:
+    directory, _ = built_dir
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(PushError, match="unreachable"):
+        push.push_image(directory, f"127.0.0.1:{port}/models")
+    assert not (directory / ".nb2prod" / "push.json").exists()
+
+
+# -- control flow with a stand-in engine (no Docker needed) --------------------------------
+
+
+class _Image:
+    def tag(self, repository: str, tag: str) -> bool:
+        return True
+
+
+class _Engine:
+    """Just enough of docker.DockerClient: images.get and a scripted api.push stream."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.images = self
+        self.api = self
+
+    def get(self, ref: str) -> _Image:
+        return _Image()
+
+    def push(self, repository: str, **_: Any) -> Iterator[dict[str, Any]]:
+        return iter(self.events)
+
+
+def _stub_dir(tmp_path: Path) -> Path:
+    (tmp_path / "model").mkdir()
+    (tmp_path / ".nb2prod").mkdir()
+    (tmp_path / "model" / "model_card.json").write_text('{"name": "m", "model_version": "v1"}')
+    (tmp_path / ".nb2prod" / "image.json").write_text('{"image_id": "sha256:1", "tags": ["m:v1"]}')
+    return tmp_path
+
+
+def test_auth_failure_points_at_gcloud_configure_docker(tmp_path: Path) -> None:
+    engine = _Engine(
+        [
+            {"status": "Preparing", "id": "abc"},
+            {"errorDetail": {"message": "denied: Unauthenticated request."}, "error": "denied"},
+        ]
+    )
+    registry = "europe-west1-docker.pkg.dev/proj/models"
+    with pytest.raises(PushError) as caught:
+        push.push_image(_stub_dir(tmp_path), registry, client=engine)  # type: ignore[arg-type]
+    assert "authentication" in caught.value.message
+    assert caught.value.hint == (
+        "Run: gcloud auth login && gcloud auth configure-docker europe-west1-docker.pkg.dev"
+    )
+
+
+def test_push_without_a_digest_is_an_error(tmp_path: Path) -> None:
+    engine = _Engine([{"status": "Pushed", "id": "abc"}])
+    with pytest.raises(PushError, match="did not report a digest"):
+        push.push_image(_stub_dir(tmp_path), "127.0.0.1:5000/x", client=engine)  # type: ignore[arg-type]
+
+
+def test_digest_comes_from_the_aux_record(tmp_path: Path) -> None:
+    digest = "sha256:" + "cd" * 32
+    engine = _Engine([{"status": "Pushed", "id": "abc"}, {"aux": {"Tag": "v1", "Digest": digest}}])
+    record = push.push_image(_stub_dir(tmp_path), "127.0.0.1:5000/x", client=engine)  # type: ignore[arg-type]
+    assert record.image == f"127.0.0.1:5000/x/m@{digest}"
