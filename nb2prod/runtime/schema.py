@@ -202,7 +202,7 @@ class FrameBuilder:
         columns = list(schema["columns"])
         self.names: list[str] = [column["name"] for column in columns]
         self.ignored: list[str] = list(schema.get("ignored_columns") or [])
-        self._index = pd.Index(self.names + self.ignored, dtype=object)
+        self._index = pd.Index(self.names + self.ignored)
         self._converters = [_converter(column) for column in columns]
         self._all_float = bool(columns) and all(
             column["dtype"] == "float64" and column["kind"] == "number" for column in columns
@@ -244,9 +244,10 @@ def frame_from_records(records: list[dict[str, Any]], schema: Mapping[str, Any])
 
 def to_jsonable(value: Any) -> Any:
     """Turn numpy/pandas values (recursively) into plain JSON; NaN, NA and NaT become None."""
-    if value is None or isinstance(value, (bool, int, str)):
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
         return value
-    if isinstance(value, float):
+    if kind is float:
         return value if math.isfinite(value) else None
     if value is pd.NA or value is pd.NaT:
         return None
@@ -254,8 +255,14 @@ def to_jsonable(value: Any) -> Any:
         return None if np.isnat(value) else pd.Timestamp(value).isoformat()
     if isinstance(value, np.timedelta64):
         return None if np.isnat(value) else pd.Timedelta(value).total_seconds()
-    if isinstance(value, np.generic):
+    if isinstance(value, np.generic):  # before float/int: np.float64 subclasses float
         return to_jsonable(value.item())
+    if isinstance(value, float):
+        return to_jsonable(float(value))
+    if isinstance(value, (bool, int)):
+        return int(value) if not isinstance(value, bool) else bool(value)
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()  # pandas Timestamp is a datetime
     if isinstance(value, dt.timedelta):
