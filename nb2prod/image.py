@@ -45,6 +45,7 @@ class DockerEngine(Protocol):
         labels: Mapping[str, str],
         buildargs: Mapping[str, str],
         pull: bool,
+        no_cache: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Start a build; yield the engine's decoded JSON messages (stream / aux / error)."""
         ...
@@ -94,6 +95,7 @@ class DockerSDKEngine:
         labels: Mapping[str, str],
         buildargs: Mapping[str, str],
         pull: bool,
+        no_cache: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Stream ``docker build``; ``rm``/``forcerm`` leave no intermediate containers."""
         return iter(
@@ -104,6 +106,7 @@ class DockerSDKEngine:
                 labels=dict(labels),
                 buildargs=dict(buildargs),
                 pull=pull,
+                nocache=no_cache,
                 rm=True,
                 forcerm=True,
                 decode=True,
@@ -227,6 +230,7 @@ def build_image(
     quiet: bool = False,
     progress: Progress | None = None,
     engine: DockerEngine | None = None,
+    no_cache: bool = False,
 ) -> ImageResult:
     """Build the serving image from ``context_dir``; tag it ``<stem>:<model-version>`` + ``tags``.
 
@@ -249,6 +253,7 @@ def build_image(
         base_image=base_image,
         log_path=context_dir / RECORDS / "build.log",
         progress=None if quiet else progress,
+        no_cache=no_cache,
     )
     all_tags = [tag, *(t for t in tags if t != tag)]
     for extra in all_tags[1:]:
@@ -363,6 +368,7 @@ def _build(
     base_image: str | None,
     log_path: Path,
     progress: Progress | None,
+    no_cache: bool = False,
 ) -> tuple[str, str]:
     """Run one build, logging every line and passing step lines on; return (image id, base)."""
     if not (context_dir / dockerfile).is_file():
@@ -382,6 +388,7 @@ def _build(
                 buildargs=buildargs,
                 # never pull a base that is already here; fetch it only when it is missing
                 pull=not engine.image_exists(base),
+                no_cache=no_cache,
             )
         ):
             if line.startswith("ERROR: "):
@@ -395,7 +402,7 @@ def _build(
             if _STEP.match(line):
                 step = line
                 if progress is not None:
-                    progress(line)
+                    progress(line if len(line) <= 160 else line[:157] + "...")
             elif "Using cache" in line and progress is not None:
                 progress("  (cached)")
             elif line.startswith("Successfully built ") and not image_id:

@@ -71,8 +71,9 @@ class _SDKContainer:
     def __init__(self, container: Any, port: int) -> None:
         self.container = container
         container.reload()
-        bindings = container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"]
-        self.host_port = int(bindings[0]["HostPort"])
+        # a container that died at once has no port; the first poll reports it with its logs
+        bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp")
+        self.host_port = int(bindings[0]["HostPort"]) if bindings else 0
 
     def is_running(self) -> bool:
         self.container.reload()
@@ -194,13 +195,13 @@ def run_smoke_checks(
 
 
 def _run_check(name: str, step: Callable[[], object], container: Container) -> SmokeCheck:
-    """Run one check, timing it; a failure's detail gets the logs if the container died."""
+    """Run one check, timing it; a failure's detail gets the logs if the container stopped."""
     began = time.monotonic()
     try:
         outcome = step()
     except Exception as err:  # a failed check, a refused connection, a malformed answer
         detail = str(err) or type(err).__name__
-        if name != "sigterm shutdown" and not container.is_running():
+        if name == "sigterm shutdown" or not container.is_running():
             detail += f"\n--- container logs ---\n{container.logs()[-4000:]}"
         return SmokeCheck(name, False, time.monotonic() - began, detail)
     return SmokeCheck(name, True, time.monotonic() - began, "" if outcome is None else str(outcome))

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,30 +43,34 @@ def train_on_host(context: BuildContext, progress: Progress | None = None) -> Tr
     }
     env.pop("NB2PROD_MODEL_DIR", None)
     command = [sys.executable, "train.py"]
-    tail: deque[str] = deque(maxlen=40)
+    errors: deque[str] = deque(maxlen=60)
     with subprocess.Popen(
         command,
         cwd=context.path,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,
         text=True,
         bufsize=1,
     ) as process:
-        assert process.stdout is not None
+        assert process.stdout is not None and process.stderr is not None
+        # stderr (warnings, tracebacks) is kept for the error message, not streamed.
+        drain = threading.Thread(target=lambda: errors.extend(process.stderr or ()), daemon=True)
+        drain.start()
         for line in process.stdout:
-            tail.append(line.rstrip("\n"))
-            if progress is not None and not line.startswith(ERROR_PREFIX):
+            if progress is not None:
                 progress(line.rstrip("\n"))
         code = process.wait()
-    raise_for_training_exit(code, list(tail), context.path / "train.py")
+        drain.join(timeout=10)
+    raise_for_training_exit(code, [e.rstrip("\n") for e in errors], context)
     return load_artifact(context, time.perf_counter() - started)
 
 
-def raise_for_training_exit(code: int, tail: list[str], train_py: Path) -> None:
+def raise_for_training_exit(code: int, tail: list[str], context: BuildContext) -> None:
     """Turn a failed train.py run into the error that names the notebook's cell."""
     if code == 0:
         return
+    train_py = context.path / "train.py"
     for line in tail:
         if line.startswith(ERROR_PREFIX):
             raise NotebookError(
@@ -77,8 +82,8 @@ def raise_for_training_exit(code: int, tail: list[str], train_py: Path) -> None:
     detail = f"\n  {line}\n  {error}" if line else "\n" + "\n".join(f"  {t}" for t in tail[-12:])
     raise TrainingError(
         f"training failed{where} (train.py exited with {code}):{detail}",
-        hint="Run the notebook top to bottom in Jupyter to reproduce it, or run "
-        f"`python train.py` in {train_py.parent} to see the full traceback.",
+        hint="Run the notebook top to bottom in Jupyter to reproduce it, or see the full "
+        f"traceback with: nb2prod generate {context.spec.path} -o DIR && python DIR/train.py",
     )
 
 

@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .loader import Predictor, read_card
 from .logs import configure_logging, http_request_fields, trace_fields
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from .monitoring_api import install_monitoring
 
 __all__ = ["AfterPredictHook", "RequestContextMiddleware", "build_request_models", "create_app"]
 
@@ -372,8 +373,12 @@ def create_app(
             logger.exception("could not load the model from %s", model_dir)
             raise
         logger.info("model %s loaded from %s", model_version, model_dir)
+        if app.state.monitor is not None:
+            app.state.monitor.start()  # drift checks, off the request path (issue 4)
         yield
         logger.info("shutting down")
+        if app.state.monitor is not None:
+            app.state.monitor.stop()
 
     app = FastAPI(
         title=str(card.get("name", "model")),
@@ -384,6 +389,8 @@ def create_app(
     app.state.predictor = None
     app.state.after_predict = list(after_predict)
     app.state.metrics = metrics
+    # Monitoring (issue 4): an after_predict hook, /monitoring/drift and /feedback.
+    install_monitoring(app, card, metrics.registry, model_code)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

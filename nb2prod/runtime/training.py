@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,19 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 
+from .profile import reference_profile
 from .schema import infer_schema, predictions_to_list, to_jsonable
 
 #: How many raw training rows make the golden set.
 GOLDEN_ROWS = 8
+#: At most this many raw training rows are predicted for the reference profile's predictions.
+PROFILE_PREDICTION_ROWS = 2000
 #: Exit code of train.py when the notebook breaks the serving contract (not a crash).
 CONTRACT_EXIT_CODE = 3
 ERROR_PREFIX = "nb2prod-error: "
 
 _RUN: dict[str, Any] = {}
+_CELL_CODE: dict[str, str] = {}  # exec'd cell code by filename, for error messages
 
 
 class ContractError(Exception):
@@ -126,10 +131,26 @@ def _finish(ns: dict[str, Any]) -> None:
         "serving": runner.card_section(),
         "golden": golden,
     }
+    card["reference_profile"] = _reference_profile(runner, raw, schema, card["output"])
     _add_state_requirements(state_bytes, _RUN["here"])
     _write_model_dir(_RUN["model_dir"], state_bytes, card)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "no metrics"
     print(f"nb2prod: trained model {card['model_version']} ({summary})", flush=True)
+
+
+def _reference_profile(
+    runner: NotebookPath, raw: pd.DataFrame, schema: dict[str, Any], output: dict[str, str]
+) -> dict[str, Any]:
+    """The drift reference (issue 4): the training columns, and predictions on a sample of them."""
+    sample = raw.sample(n=min(PROFILE_PREDICTION_ROWS, len(raw)), random_state=0)
+    try:
+        predictions = runner.predict_rows(sample, what="the reference-profile sample")
+    except ContractError as err:  # the golden rows passed; profile what can be profiled
+        print(f"nb2prod: no prediction profile: {err}", file=sys.stderr, flush=True)
+        predictions = []
+    if len(predictions) != len(sample):
+        predictions = []
+    return reference_profile(raw, schema, predictions, output["kind"])
 
 
 class NotebookPath:
@@ -277,11 +298,14 @@ class NotebookPath:
         except ContractError:
             raise
         except Exception as err:
-            cells = self.pre.get("cells") if step == "preprocess" else self.pred.get("cells")
+            plan = self.pre if step == "preprocess" else self.pred
+            labels = " and ".join(plan.get("labels") or [f"cells {plan.get('cells')}"])
+            raw = self.raw_name or (self.plan["calls"].get("preprocess") or ["?"])[0]
+            line = _failing_line(err)
             raise ContractError(
-                f"the {step} step (cell {', '.join(str(c) for c in cells or [])}) fails on "
-                f"{what} of the raw input `{self.raw_name or 'preprocess argument'}`: "
-                f"{type(err).__name__}: {err}. Serving runs it on request rows like these"
+                f"the {step} step, {labels}, fails on {what} of the raw input `{raw}`"
+                + (f" at `{line}`" if line else "")
+                + f": {type(err).__name__}: {err}. Serving runs it on request rows like these"
             ) from err
         return predictions_to_list(result)
 
@@ -296,6 +320,7 @@ class NotebookPath:
             assert self.raw_name is not None
             scope = dict(self.ns)
             scope[self.raw_name] = frame.copy()
+            _CELL_CODE["<preprocess cells>"] = self.pre["code"]
             exec(compile(self.pre["code"], "<preprocess cells>", "exec"), scope)  # noqa: S102
             return scope[self.output_name] if self.output_name else frame
         return frame.copy()
@@ -319,6 +344,7 @@ class NotebookPath:
             result_name = "__nb2prod_result__"
         else:
             result_name = self.pred["result"]
+        _CELL_CODE["<predict cells>"] = code
         exec(compile(tree, "<predict cells>", "exec"), scope)  # noqa: S102
         return scope[result_name]
 
@@ -392,6 +418,18 @@ def _same_features(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
     return False
+
+
+def _failing_line(err: BaseException) -> str:
+    """The deepest line of notebook code (train.py or the cells run here) in a traceback."""
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if frame.filename.endswith("train.py") or frame.filename.endswith(" cells>"):
+            if frame.line:
+                return frame.line.strip()
+            code = _CELL_CODE.get(frame.filename, "").splitlines()
+            if frame.lineno and 0 < frame.lineno <= len(code):
+                return code[frame.lineno - 1].strip()
+    return ""
 
 
 def _arg_key(param: str) -> str:

@@ -1,3 +1,2 @@
 {{ cookiecutter._serving_header }}
-{{ cookiecutter._serving_imports }}
-{{ cookiecutter._serving_body }}
+{{ cookiecutter._serving_imports }}{{ cookiecutter._serving_body }}

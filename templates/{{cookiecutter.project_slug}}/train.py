@@ -1,6 +1,5 @@
 {{ cookiecutter._train_header }}
 {{ cookiecutter._train_imports }}
-from nb2prod_runtime import training as nb2prod_training
 
 # Seeds, parameters and the working directory (the notebook's folder, as in Jupyter).
 nb2prod_training.start(__file__)

@@ -36,7 +36,7 @@ def _default_image() -> str:
     record = BUILD_DIR / ".nb2prod" / "image.json"
     if record.is_file():
         return str(json.loads(record.read_text())["tags"][0])
-    raise pytest.UsageError("set NB2PROD_IMAGE (no image recorded in .nb2prod/image.json yet)")
+    pytest.fail("set NB2PROD_IMAGE to the image to test (none recorded in .nb2prod/image.json)")
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +46,8 @@ def docker_compose_command() -> str:
 
 @pytest.fixture(scope="session")
 def docker_compose_file() -> str:
-    os.environ.setdefault("NB2PROD_IMAGE", _default_image())
+    if not os.environ.get("NB2PROD_IMAGE"):
+        os.environ["NB2PROD_IMAGE"] = _default_image()
     return str(BUILD_DIR / "docker-compose.yml")
 
 

@@ -1,0 +1,341 @@
+"""The service watching itself: input drift, prediction drift, live quality, notebook hooks.
+
+:class:`Monitor` is built from the model card (its ``reference_profile``) and plugged into the
+app as an ``after_predict`` hook. The request path only appends the request's frame and
+predictions to a bounded queue and remembers the predictions for ``/feedback``. A background
+thread drains the queue into a window of the last ``NB2PROD_DRIFT_WINDOW`` rows, calls the
+notebook's ``monitor(inputs, predictions)`` hook, and every ``NB2PROD_DRIFT_EVERY_REQUESTS``
+requests or ``NB2PROD_DRIFT_EVERY_SECONDS`` seconds compares the window with the reference
+(``drift.py``), updates the Prometheus gauges and raises alerts (``alerts.py``).
+
+Everything is bounded: the window, the queue, the prediction store, and the metric labels
+(feature names from the schema, hook gauge names from the hook's first result).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .alerts import DriftAlerts, WebhookSettings
+from .drift import Thresholds, compare, judge
+from .feedback import LiveQuality, PredictionStore, parse_feedback
+from .monitor_metrics import MonitorMetrics
+
+__all__ = ["Monitor", "MonitorSettings", "monitoring_enabled"]
+
+logger = logging.getLogger("nb2prod.monitoring")
+
+_RULES = {
+    "and": "a column drifts when psi >= psi AND its test's p_value < p_value",
+    "or": "a column drifts when psi >= psi OR its test's p_value < p_value",
+    "psi": "a column drifts when psi >= psi",
+    "test": "a column drifts when its test's p_value < p_value",
+}
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def monitoring_enabled() -> bool:
+    """False when ``NB2PROD_MONITORING`` is 0/false/off (the benchmark compares both)."""
+    return os.environ.get("NB2PROD_MONITORING", "1").strip().lower() not in {"0", "false", "off"}
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Window, schedule and thresholds; :meth:`from_env` documents the variables."""
+
+    window: int = 1000
+    every_requests: int = 500
+    every_seconds: float = 30.0
+    feedback_rows: int = 10_000
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+
+    @classmethod
+    def from_env(cls) -> MonitorSettings:
+        """Read the ``NB2PROD_DRIFT_*`` and ``NB2PROD_FEEDBACK_ROWS`` variables (README)."""
+        return cls(
+            window=int(_env_float("NB2PROD_DRIFT_WINDOW", 1000)),
+            every_requests=max(1, int(_env_float("NB2PROD_DRIFT_EVERY_REQUESTS", 500))),
+            every_seconds=_env_float("NB2PROD_DRIFT_EVERY_SECONDS", 30.0),
+            feedback_rows=int(_env_float("NB2PROD_FEEDBACK_ROWS", 10_000)),
+            thresholds=Thresholds(
+                psi=_env_float("NB2PROD_DRIFT_PSI", 0.2),
+                psi_moderate=_env_float("NB2PROD_DRIFT_PSI_MODERATE", 0.1),
+                p_value=_env_float("NB2PROD_DRIFT_P_VALUE", 0.05),
+                min_rows=int(_env_float("NB2PROD_DRIFT_MIN_ROWS", 100)),
+                share=_env_float("NB2PROD_DRIFT_SHARE", 0.5),
+                bonferroni=os.environ.get("NB2PROD_DRIFT_BONFERRONI", "1") not in {"0", "false"},
+                rule=os.environ.get("NB2PROD_DRIFT_RULE", "and").strip().lower(),
+            ),
+            webhook=WebhookSettings(
+                url=os.environ.get("NB2PROD_DRIFT_WEBHOOK") or None,
+                cooldown_seconds=_env_float("NB2PROD_DRIFT_WEBHOOK_COOLDOWN", 3600.0),
+                timeout_seconds=_env_float("NB2PROD_DRIFT_WEBHOOK_TIMEOUT", 5.0),
+                retries=max(1, int(_env_float("NB2PROD_DRIFT_WEBHOOK_RETRIES", 3))),
+                format=os.environ.get("NB2PROD_DRIFT_WEBHOOK_FORMAT", "json"),
+                token=os.environ.get("NB2PROD_DRIFT_WEBHOOK_TOKEN") or None,
+            ),
+        )
+
+
+class Monitor:
+    """Drift, quality and hook monitoring for one served model (see the module docstring)."""
+
+    def __init__(
+        self,
+        card: Mapping[str, Any],
+        metrics: MonitorMetrics,
+        settings: MonitorSettings | None = None,
+        model_code: ModuleType | None = None,
+    ) -> None:
+        self.settings = settings or MonitorSettings.from_env()
+        self.metrics = metrics
+        self.model_version = str(card["model_version"])
+        profile = card.get("reference_profile") or {"columns": {}, "predictions": {}}
+        self._profiles: dict[str, dict[str, Any]] = {
+            name: entry
+            for name, entry in profile["columns"].items()
+            if entry.get("kind") in ("numeric", "categorical")
+        }
+        predictions_profile = profile.get("predictions") or {}
+        self._prediction_profile = (
+            predictions_profile if predictions_profile.get("kind") != "skipped" else {}
+        )
+        window = self.settings.window
+        self._pending: deque[tuple[pd.DataFrame, list[Any]]] = deque(maxlen=window)
+        self._columns: dict[str, deque[Any]] = {n: deque(maxlen=window) for n in self._profiles}
+        self._predictions: deque[Any] = deque(maxlen=window)
+        output_kind = str(card.get("output", {}).get("kind", "label"))
+        self.quality = LiveQuality(output_kind, window)
+        self.store = PredictionStore(self.settings.feedback_rows)
+        self._remember = self.quality.metric is not None
+        self._hook = self._notebook_hook(card, model_code)
+        service = os.environ.get("K_SERVICE") or str(card.get("name", "model"))
+        self.alerts = DriftAlerts(
+            service, self.model_version, self.settings.webhook, metrics.count_webhook
+        )
+        self._requests = 0
+        self._next_check = self.settings.every_requests
+        self._rows_seen = 0
+        self._rows_checked = -1
+        self._checks = 0
+        self._report: dict[str, Any] = self._empty_report()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._check_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _notebook_hook(
+        card: Mapping[str, Any], model_code: ModuleType | None
+    ) -> Callable[[pd.DataFrame, list[Any]], Any] | None:
+        kind = card.get("serving", {}).get("monitor", {}).get("kind", "none")
+        hook = getattr(model_code, "monitor", None) if kind == "function" else None
+        return hook if callable(hook) else None
+
+    # -- the request path ------------------------------------------------------------------
+    def after_predict(self, frame: pd.DataFrame, predictions: list[Any], request_id: str) -> None:
+        """The app's after_predict hook: append, remember, maybe wake the checker. O(1)."""
+        self._pending.append((frame, predictions))
+        if self._remember:
+            self.store.remember(request_id, predictions)
+        self._requests += 1
+        if self._requests >= self._next_check:
+            self._next_check = self._requests + self.settings.every_requests
+            self._wake.set()
+
+    # -- the background thread ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start the checker thread (the app's lifespan startup)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="nb2prod-monitor", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the checker thread and give webhooks in flight a moment (lifespan shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.alerts.wait(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.every_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.check()
+            except Exception:  # a bug here must not kill the thread, nor ever a request
+                logger.exception("drift check failed")
+
+    def _ingest(self) -> None:
+        """Move queued requests into the window and run the notebook hook on them."""
+        batches = []
+        while self._pending:
+            batches.append(self._pending.popleft())
+        if not batches:
+            return
+        frames = [frame for frame, _ in batches]
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        predictions = [value for _, values in batches for value in values]
+        keep = self.settings.window
+        for name, values in self._columns.items():
+            column = frame[name].iloc[-keep:]
+            if self._profiles[name]["kind"] == "numeric":
+                values.extend(pd.to_numeric(column, errors="coerce").tolist())
+            else:
+                values.extend(column.tolist())
+        self._predictions.extend(predictions[-keep:])
+        self._rows_seen += len(frame)
+        if self._hook is not None:
+            self._call_hook(frame, predictions)
+
+    def _call_hook(self, frame: pd.DataFrame, predictions: list[Any]) -> None:
+        assert self._hook is not None
+        started = time.perf_counter()
+        try:
+            result = self._hook(frame, predictions)
+        except Exception:
+            self.metrics.hook_errors.inc()
+            logger.exception("the notebook's monitor() hook failed")
+            return
+        finally:
+            self.metrics.hook_calls.inc()
+            self.metrics.hook_seconds.set(time.perf_counter() - started)
+        if not isinstance(result, Mapping):
+            self.metrics.hook_errors.inc()
+            logger.error("monitor() returned %s, not a dict of numbers", type(result).__name__)
+            return
+        self.metrics.set_hook_values(result)
+
+    # -- drift checks ----------------------------------------------------------------------------
+    def check(self) -> dict[str, Any]:
+        """Ingest what is queued, compare the window with the reference, publish the verdict."""
+        with self._check_lock:
+            self._ingest()
+            if self._rows_seen == self._rows_checked:
+                return self._report  # nothing new since the last check
+            started = time.perf_counter()
+            report = self._compute()
+            self._rows_checked = self._rows_seen
+            self._checks += 1
+            report["checks"] = self._checks
+            self._report = report
+            self.metrics.publish(report, time.perf_counter() - started)
+        self.alerts.observe(report)
+        return report
+
+    def _compute(self) -> dict[str, Any]:
+        thresholds = self.settings.thresholds
+        window = len(self._predictions)
+        features: dict[str, Any] = {}
+        for name, profile in self._profiles.items():
+            result = compare(profile, np.asarray(self._columns[name], dtype=_dtype(profile)))
+            if result is not None:
+                features[name] = result
+        tests = max(1, len(features))
+        alpha = thresholds.p_value / tests if thresholds.bonferroni else thresholds.p_value
+        for result in features.values():
+            judge(result, window, alpha, thresholds)
+        predictions = None
+        if self._prediction_profile:
+            values = np.asarray(self._predictions, dtype=_dtype(self._prediction_profile))
+            predictions = compare(self._prediction_profile, values)
+            if predictions is not None:
+                judge(predictions, window, thresholds.p_value, thresholds)
+        drifted = sorted(name for name, result in features.items() if result["drifted"])
+        share = len(drifted) / len(features) if features else 0.0
+        report = self._empty_report()
+        report.update(
+            status="ok" if window >= thresholds.min_rows else "collecting",
+            window_rows=window,
+            checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            features=features,
+            predictions=predictions,
+        )
+        report["overall"].update(
+            drifted=bool(window >= thresholds.min_rows and share >= thresholds.share),
+            share=share,
+            window_rows=window,
+            drifted_features=drifted,
+            predictions_drifted=bool(predictions and predictions["drifted"]),
+            p_value_per_feature=alpha,
+        )
+        return report
+
+    def _empty_report(self) -> dict[str, Any]:
+        t = self.settings.thresholds
+        return {
+            "status": "collecting",
+            "model_version": self.model_version,
+            "window_rows": 0,
+            "window_size": self.settings.window,
+            "checked_at": None,
+            "checks": 0,
+            "thresholds": {
+                "psi": t.psi,
+                "psi_moderate": t.psi_moderate,
+                "p_value": t.p_value,
+                "bonferroni": t.bonferroni,
+                "min_rows": t.min_rows,
+                "share": t.share,
+                "rule": t.rule,
+            },
+            "rule": _RULES.get(t.rule, _RULES["and"])
+            + " (p_value divided by the number of tested columns with bonferroni); the dataset "
+            "drifts when the share of drifted columns >= share",
+            "features": {},
+            "predictions": None,
+            "overall": {
+                "drifted": False,
+                "share": 0.0,
+                "threshold": t.share,
+                "window_rows": 0,
+                "drifted_features": [],
+                "predictions_drifted": False,
+            },
+        }
+
+    def report(self) -> dict[str, Any]:
+        """The last check's report (what ``GET /monitoring/drift`` serves)."""
+        return self._report
+
+    # -- feedback ----------------------------------------------------------------------------------
+    def feedback(self, body: Any) -> dict[str, Any]:
+        """Join labels to stored predictions; raise FeedbackError (404/422) when they can't be."""
+        items = parse_feedback(body)
+        for item in items:
+            self.quality.check_labels(item.labels)
+        taken = self.store.take(items)
+        for predictions, labels in taken:
+            self.quality.add(predictions, labels)
+        value, window = self.quality.value()
+        rows = sum(len(labels) for _, labels in taken)
+        self.metrics.publish_quality(value, window, rows)
+        return {
+            "accepted_rows": rows,
+            "quality": {"metric": self.quality.metric, "value": value, "window_rows": window},
+        }
+
+
+def _dtype(profile: Mapping[str, Any]) -> Any:
+    return np.float64 if profile.get("kind") == "numeric" else object

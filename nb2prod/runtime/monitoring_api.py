@@ -1,0 +1,79 @@
+"""The monitoring endpoints, and the wiring of a :class:`~.monitoring.Monitor` into the app.
+
+``GET /monitoring/drift`` serves the last drift check (``?refresh=true`` runs one first, in a
+worker thread); ``POST /feedback`` joins ground-truth labels to earlier predictions by request
+id. With ``NB2PROD_MONITORING=0`` nothing is hooked into ``/predict`` and both answer 503.
+"""
+
+from __future__ import annotations
+
+import json
+from types import ModuleType
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+
+from .feedback import FeedbackError, quality_metric
+from .monitor_metrics import MonitorMetrics
+from .monitoring import Monitor, monitoring_enabled
+
+__all__ = ["install_monitoring"]
+
+_JSON = "application/json"
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(json.dumps(content, default=str), status_code=status, media_type=_JSON)
+
+
+def install_monitoring(
+    app: FastAPI, card: dict[str, Any], registry: CollectorRegistry, model_code: ModuleType
+) -> Monitor | None:
+    """Add the monitoring routes and the after_predict hook; None when monitoring is off.
+
+    The app's lifespan starts and stops the returned monitor's background thread.
+    """
+    monitor: Monitor | None = None
+    if monitoring_enabled():
+        metrics = MonitorMetrics(registry, quality_metric(str(card.get("output", {}).get("kind"))))
+        monitor = Monitor(card, metrics, model_code=model_code)
+        app.state.after_predict.append(monitor.after_predict)
+    app.state.monitor = monitor
+    off = {"detail": "monitoring is off in this service (NB2PROD_MONITORING=0)"}
+
+    @app.get("/monitoring/drift", tags=["monitoring"])
+    async def monitoring_drift(refresh: bool = False) -> Response:
+        """Drift of each input column and of the predictions vs training, and the verdict.
+
+        The statistics come from the last background check; ``refresh=true`` runs one now.
+        """
+        if monitor is None:
+            return _json(off, 503)
+        report = await run_in_threadpool(monitor.check) if refresh else monitor.report()
+        return _json(report)
+
+    @app.post("/feedback", tags=["monitoring"])
+    async def feedback(request: Request) -> Response:
+        """Ground truth for earlier predictions: ``{"request_id", "label"}`` or ``"labels"``.
+
+        ``request_id`` is the ``X-Request-ID`` the ``/predict`` answer carried; ``labels`` has
+        one label per row of that request, in order. A list of such items is accepted too.
+        Unknown or expired ids get a 404 and nothing is recorded.
+        """
+        if monitor is None:
+            return _json(off, 503)
+        try:
+            body = json.loads(await request.body())
+        except ValueError as err:
+            return _json({"detail": f"the body is not JSON: {err}"}, 422)
+        try:
+            return _json(monitor.feedback(body))
+        except FeedbackError as err:
+            content: dict[str, Any] = {"detail": str(err)}
+            if err.unknown:
+                content["unknown_request_ids"] = err.unknown
+            return _json(content, err.status)
+
+    return monitor
