@@ -1,0 +1,320 @@
+"""Each example notebook, built and served for real: ``nb2prod build --no-docker`` then
+``nb2prod serve`` on loopback, checked over HTTP against the notebook's own predictions.
+
+The expected predictions come from ``tests/reference.py``, which runs the notebook in a Jupyter
+kernel and shares no code with nb2prod. The model card's golden set is only where the rows come
+from: comparing the service with the card alone would let a bug in training hide itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = TESTS_DIR.parent / "example_notebooks"
+EXAMPLES = ["iris_function", "wine_script", "diabetes_regression"]
+READY_TIMEOUT_SECONDS = 60.0
+
+
+def _load_reference() -> ModuleType:
+    """tests/reference.py (tests/ is not a package); shared with test_examples.py's cache."""
+    name = "nb2prod_tests_reference"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, TESTS_DIR / "reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+reference = _load_reference()
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nb2prod", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=900,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def assert_same_predictions(expected: list[Any], got: list[Any]) -> None:
+    """Labels (strings, ints, bools) exactly; floats with 1e-6 relative tolerance."""
+    assert len(got) == len(expected), (expected, got)
+    for index, (want, have) in enumerate(zip(expected, got, strict=True)):
+        if isinstance(want, list):
+            assert isinstance(have, list), (index, want, have)
+            assert_same_predictions(want, have)
+        elif isinstance(want, float) or isinstance(have, float):
+            assert isinstance(have, (int, float)) and not isinstance(have, bool), (index, have)
+            assert math.isclose(have, want, rel_tol=1e-6, abs_tol=1e-12), (index, want, have)
+        else:
+            assert type(have) is type(want) and have == want, (index, want, have)
+
+
+# --- fixtures: one build and one server per example ------------------------------------------
+
+
+@dataclass
+class Built:
+    name: str
+    notebook: Path
+    directory: Path
+    card: dict[str, Any]
+    build_stdout: str
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    readiness: list[int | str]  # what /readyz said (or "unreachable") before it was ready
+
+
+@pytest.fixture(scope="module", params=EXAMPLES)
+def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    name: str = request.param
+    root = tmp_path_factory.mktemp("e2e")
+    notebook = EXAMPLES_DIR / f"{name}.ipynb"
+    result = run_cli("build", str(notebook), "--no-docker", "-o", str(root / name))
+    assert result.returncode == 0, result.stdout + result.stderr
+    card = json.loads((root / name / "model" / "model_card.json").read_text())
+    return Built(name, notebook, root / name, card, result.stdout)
+
+
+@pytest.fixture(scope="module")
+def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nb2prod", "serve", str(built.directory), "--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    readiness: list[int | str] = []
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while True:
+            assert process.poll() is None, f"nb2prod serve exited:\n{log.read_text()}"
+            try:
+                status = httpx.get(f"{url}/readyz", timeout=2.0).status_code
+            except httpx.TransportError:
+                readiness.append("unreachable")
+            else:
+                if status == 200:
+                    break
+                readiness.append(status)
+            assert time.monotonic() < deadline, f"not ready: {readiness[-5:]}\n{log.read_text()}"
+            time.sleep(0.05)
+        yield Server(url, process, log, readiness)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def expected(built: Built) -> list[Any]:
+    """What the notebook's own code, run in a Jupyter kernel, predicts for the golden rows."""
+    rows = built.card["golden"]["rows"]
+    predictions: list[Any] = reference.reference_predictions(built.notebook, rows)
+    return predictions
+
+
+# --- the build --------------------------------------------------------------------------------
+
+
+def test_build_reports_the_model_and_writes_the_card(built: Built) -> None:
+    card = built.card
+    assert card["model_version"] in built.build_stdout
+    assert len(card["golden"]["rows"]) >= 5
+    assert len(card["golden"]["predictions"]) == len(card["golden"]["rows"])
+    assert card["notebook"]["sha256"]
+    assert card["input_schema"]["columns"]
+    assert card["metrics"], "the evaluate cell binds metrics"
+    assert not (built.directory.parent / f".{built.name}.render").exists()
+    leftovers = [p.name for p in built.directory.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_golden_set_matches_the_notebook_run_in_jupyter(built: Built, expected: list[Any]) -> None:
+    """The card's golden predictions are the notebook's, not something nb2prod made up."""
+    assert_same_predictions(expected, built.card["golden"]["predictions"])
+
+
+# --- the service ------------------------------------------------------------------------------
+
+
+def test_readiness_is_503_or_unreachable_until_loaded(server: Server) -> None:
+    assert all(seen in (503, "unreachable") for seen in server.readiness), server.readiness
+    response = httpx.get(f"{server.url}/readyz")
+    assert response.status_code == 200
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def _payloads(card: dict[str, Any]) -> dict[str, Any]:
+    rows = card["golden"]["rows"]
+    columns = [column["name"] for column in card["input_schema"]["columns"]]
+    return {
+        "instances": {"instances": rows},
+        "dataframe_records": {"dataframe_records": rows},
+        "dataframe_split": {
+            "dataframe_split": {
+                "columns": columns,
+                "data": [[row[column] for column in columns] for row in rows],
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize("shape", ["instances", "dataframe_records", "dataframe_split"])
+def test_predict_matches_the_notebook(
+    server: Server, built: Built, expected: list[Any], shape: str
+) -> None:
+    response = httpx.post(f"{server.url}/predict", json=_payloads(built.card)[shape], timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == built.card["model_version"]
+    assert_same_predictions(expected, body["predictions"])
+
+
+def test_predict_one_row_at_a_time_matches_the_notebook(
+    server: Server, built: Built, expected: list[Any]
+) -> None:
+    for row, want in zip(built.card["golden"]["rows"], expected, strict=True):
+        response = httpx.post(f"{server.url}/predict", json={"instances": [row]}, timeout=30)
+        assert response.status_code == 200, response.text
+        assert_same_predictions([want], response.json()["predictions"])
+
+
+def _detail_text(response: httpx.Response) -> str:
+    return json.dumps(response.json())
+
+
+def test_a_missing_column_is_a_422_naming_it(server: Server, built: Built) -> None:
+    row = dict(built.card["golden"]["rows"][0])
+    column = built.card["input_schema"]["columns"][0]["name"]
+    del row[column]
+    response = httpx.post(f"{server.url}/predict", json={"instances": [row]})
+    assert response.status_code == 422, response.text
+    assert column in _detail_text(response)
+
+
+def test_a_wrong_type_is_a_422_naming_the_field(server: Server, built: Built) -> None:
+    row = dict(built.card["golden"]["rows"][0])
+    numeric = next(
+        c for c in built.card["input_schema"]["columns"] if c["kind"] in ("number", "integer")
+    )
+    row[numeric["name"]] = "not a number"
+    response = httpx.post(f"{server.url}/predict", json={"instances": [row]})
+    assert response.status_code == 422, response.text
+    assert numeric["name"] in _detail_text(response)
+
+
+@pytest.mark.parametrize("body", [b"", b"{}"])
+def test_an_empty_body_is_a_422_naming_the_field(server: Server, body: bytes) -> None:
+    response = httpx.post(
+        f"{server.url}/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert "instances" in _detail_text(response)
+
+
+def test_request_id_is_echoed_or_generated(server: Server, built: Built) -> None:
+    request_id = f"e2e-{uuid.uuid4().hex}"
+    rows = built.card["golden"]["rows"][:1]
+    response = httpx.post(
+        f"{server.url}/predict", json={"instances": rows}, headers={"X-Request-ID": request_id}
+    )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == request_id
+    generated = httpx.post(f"{server.url}/predict", json={"instances": rows})
+    assert generated.headers.get("x-request-id")
+    # Logs are one JSON object per line, with severity and message, carrying the request id.
+    time.sleep(0.2)
+    records = []
+    for line in server.log.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    assert records and all("severity" in r and "message" in r for r in records)
+    assert any(request_id in json.dumps(r) for r in records)
+
+
+def test_metadata_is_the_model_card(server: Server, built: Built) -> None:
+    response = httpx.get(f"{server.url}/metadata")
+    assert response.status_code == 200
+    assert response.json() == built.card
+
+
+def test_metrics_count_requests(server: Server, built: Built) -> None:
+    httpx.post(f"{server.url}/predict", json={"instances": built.card["golden"]["rows"][:1]})
+    response = httpx.get(f"{server.url}/metrics")
+    assert response.status_code == 200
+    assert "nb2prod_requests_total" in response.text
+
+
+def test_openapi_types_every_input_column(server: Server, built: Built) -> None:
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    text = json.dumps(schema)
+    for column in built.card["input_schema"]["columns"]:
+        assert json.dumps(column["name"]) in text, column["name"]
+
+
+# --- reproducibility --------------------------------------------------------------------------
+
+
+def test_train_py_twice_gives_the_same_model(built: Built, expected: list[Any]) -> None:
+    cards = []
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "train.py"],
+            cwd=built.directory,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        cards.append(json.loads((built.directory / "model" / "model_card.json").read_text()))
+    first, second = cards
+    assert first["model_version"] == second["model_version"] == built.card["model_version"]
+    assert first["golden"] == second["golden"] == built.card["golden"]
+    assert first["data_fingerprint"] == second["data_fingerprint"]
+    assert_same_predictions(expected, second["golden"]["predictions"])

