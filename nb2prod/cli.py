@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from . import __version__, pipeline
-from .errors import EXIT_CODES, ConfigError, Nb2ProdError
+from .errors import EXIT_CODES, ConfigError, DriftDetected, Nb2ProdError
 from .models import (
     BuildOptions,
     CloudRunDeployment,
@@ -114,12 +114,30 @@ def generate(
     help="A cookiecutter template dir to use instead of nb2prod's own layout.",
 )
 @click.option("--no-docker", is_flag=True, help="Stop after training and the parity check.")
+@click.option(
+    "--train-on-host",
+    is_flag=True,
+    help="Train with this Python instead of in a container from the image's pins (faster).",
+)
+@click.option(
+    "--base-image",
+    metavar="IMAGE",
+    help="Base image for the image and the training container. Default: python:X.Y-slim "
+    "matching the Python that runs nb2prod.",
+)
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Extra image tag. Repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors and the final summary.")
 @click.option(
     "--json",
     "json_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Write a machine-readable summary (model version, metrics, timings) here.",
+    help="Write a machine-readable summary here (image, model version, metrics, smoke, timings).",
+)
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the smoke checks as JUnit XML here, for CI dashboards.",
 )
 def build(
     notebook: Path,
@@ -128,18 +146,27 @@ def build(
     force: bool,
     template: Path | None,
     no_docker: bool,
+    train_on_host: bool,
+    base_image: str | None,
+    tags: tuple[str, ...],
     quiet: bool,
     json_path: Path | None,
+    junit_path: Path | None,
 ) -> None:
-    """Generate, train and verify NOTEBOOK into DIR (default build/<stem>).
+    """Build NOTEBOOK into DIR (default build/<stem>) and a tested image.
 
     \b
     Steps:
       1. generate the build context (as `nb2prod generate`)
-      2. train: run train.py in a fresh process; writes DIR/model/
+      2. train: run train.py in a fresh process, in a container built
+         from the image's pinned requirements (--train-on-host: here)
       3. parity: the generated service must reproduce the notebook's own
          predictions for sample training rows (the skew guard)
-    DIR appears only when every step passed.
+      4. build the image <stem>:<model-version> (plus --tag)
+      5. smoke-test the container: readiness on $PORT, golden parity over
+         HTTP, typed 422, /metrics, /healthz, graceful SIGTERM
+    With --no-docker, steps 4-5 are skipped (and training runs here).
+    DIR appears only when steps 1-3 passed.
     """
     options = BuildOptions(
         notebook=notebook,
@@ -148,26 +175,23 @@ def build(
         force=force,
         template=template,
         docker=not no_docker,
+        train_on_host=train_on_host,
+        base_image=base_image,
+        tags=tags,
         quiet=quiet,
         json_path=json_path,
+        junit_path=junit_path,
     )
     result = pipeline.build(options, progress=None if quiet else _say)
     card = result.artifact.card
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in card.get("metrics", {}).items())
+    image = f"; image {result.image.tags[0]}" if result.image else ""
     click.echo(
         f"built {result.context.path} (model {card['model_version']}"
         + (f"; {metrics}" if metrics else "")
+        + image
         + ")"
     )
-    if json_path is not None:
-        summary = {
-            "build_dir": str(result.context.path),
-            "model_version": card["model_version"],
-            "metrics": card.get("metrics", {}),
-            "parity": {"rows": result.parity.rows, "ok": result.parity.ok},
-            "timings": result.timings,
-        }
-        json_path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 @cli.command()
@@ -356,6 +380,33 @@ def promote(directory: Path, endpoint: str | None) -> None:
 def rollback(directory: Path, endpoint: str | None) -> None:
     """Restore the traffic split from before the last deploy of DIRECTORY."""
     _print_deployment(pipeline.rollback(TrafficOptions(build_dir=directory, endpoint=endpoint)))
+
+
+@cli.command(epilog=EXIT_CODE_HELP)
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--min-share",
+    type=click.FloatRange(0, 1),
+    help="Drift only when at least this share of input columns drifts (default: any drift).",
+)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per call.")
+def monitor(url: str, as_json: bool, min_share: float | None, timeout: float) -> None:
+    """Check a running service at URL for drift (for a scheduled CI job).
+
+    Reads URL/monitoring/drift and URL/metadata and prints, per input column
+    and for the predictions: test, PSI, statistic, p-value, threshold, verdict.
+    Exits 0 when healthy, 12 when any column or the predictions drift (with
+    --min-share X: when at least that share of columns drifts), 13 when the
+    service cannot be read.
+    """
+    report = pipeline.monitor(url, timeout)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        click.echo(report.table())
+    if report.is_drifted(min_share):
+        raise DriftDetected(report.summary())
 
 
 def _print_deployment(deployment: CloudRunDeployment) -> None:

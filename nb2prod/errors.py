@@ -97,6 +97,14 @@ class MonitorError(Nb2ProdError):
 #: Exit code of ``nb2prod monitor`` when drift is detected (not an error, a verdict).
 DRIFT_EXIT_CODE = 12
 
+
+class DriftDetected(Nb2ProdError):
+    """Raised when ``nb2prod monitor`` finds drift: a verdict for CI to act on, not a failure."""
+
+    exit_code = DRIFT_EXIT_CODE
+    default_hint = "Retrain on recent data: nb2prod build NOTEBOOK, then deploy the new model."
+
+
 EXIT_CODES: dict[str, int] = {
     "notebook breaks the contract": NotebookError.exit_code,
     "bad flag, parameter or build directory": ConfigError.exit_code,

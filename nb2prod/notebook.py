@@ -384,6 +384,6 @@ def _first_line(source: str) -> str:
 
 
 def _safe_name(stem: str) -> str:
-    """A name usable as a directory, an image repository and a service name."""
-    name = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")
+    """The notebook's stem as an image repository name (lowercase; ``.``, ``_``, ``-`` kept)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("._-")
     return name or "model"

@@ -7,14 +7,17 @@ and progress.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import cloudrun, kubernetes, notebook, output, render, trainer, verify
-from . import push as push_stage
+# Heavy stages (FastAPI, docker, Google and Kubernetes clients) are imported where
+# they are used, so `nb2prod check` stays a fast lint.
+from . import notebook, output, render, trainer
 from .models import (
     BuildContext,
     BuildOptions,
@@ -26,7 +29,11 @@ from .models import (
     NotebookSpec,
     PushRecord,
     TrafficOptions,
+    TrainedArtifact,
 )
+
+if TYPE_CHECKING:
+    from .monitor import MonitorReport
 
 Progress = Callable[[str], None]
 
@@ -64,41 +71,152 @@ def generate(
 
 
 def build(options: BuildOptions, progress: Progress | None = None) -> BuildResult:
-    """Generate, train, verify parity in process, then (with Docker) build and smoke-test."""
+    """Generate, train, verify parity in process, then (with Docker) build and smoke-test.
+
+    The build directory appears only once training and the parity check passed.
+    With Docker, training runs in a container from the serving image's base and
+    pins (unless ``train_on_host``), and the image must pass the smoke checks.
+    """
     say = progress or _quiet
+    stream = None if options.quiet else progress
     timings: dict[str, float] = {}
+    steps = 5 if options.docker else 3
 
     @contextmanager
     def timed(stage: str) -> Iterator[None]:
         started = time.perf_counter()
-        yield
-        timings[stage] = round(time.perf_counter() - started, 3)
+        try:
+            yield
+        finally:
+            timings[stage] = round(time.perf_counter() - started, 3)
 
     with timed("check"):
         spec = check(options.notebook, options.parameters)
     for notice in spec.notices:
         say(f"notice: {notice}")
+    if options.docker:
+        from . import image
+
+        image.connect()  # fail before training when there is no engine
     target = (options.output or default_output(spec)).resolve()
+    in_container = options.docker and not options.train_on_host
     with output.staged_directory(target, options.force) as staging:
         with timed("generate"):
             staged = render.render_context(spec, staging, options.template, final=target)
-        say(f"[1/3] generated build context for {spec.path.name}")
+        say(f"[1/{steps}] generated build context for {spec.path.name}")
+        where = "in a container built from the image's pins" if in_container else "on this host"
+        say(f"[2/{steps}] training {where} (python train.py, fresh process)")
         with timed("train"):
-            say("[2/3] training (python train.py, fresh process)")
-            artifact = trainer.train_on_host(staged, progress if not options.quiet else None)
+            if in_container:
+                artifact = _train_in_container(staged, options, stream)
+            else:
+                artifact = trainer.train_on_host(staged, stream)
         with timed("parity"):
+            from . import verify
+
             parity = verify.verify_in_process(artifact)
         say(
-            f"[3/3] parity: the generated service reproduces all {parity.rows} golden "
+            f"[3/{steps}] parity: the generated service reproduces all {parity.rows} golden "
             "predictions"
         )
     context = BuildContext(path=target, spec=spec, requirements=staged.requirements)
     artifact = trainer.load_artifact(context, artifact.seconds)
-    return BuildResult(context=context, artifact=artifact, parity=parity, timings=timings)
+    result = BuildResult(context=context, artifact=artifact, parity=parity, timings=timings)
+    if not options.docker:
+        _write_reports(options, result)
+        return result
+    return _build_and_smoke(options, result, say, stream, timed)
+
+
+def _train_in_container(
+    staged: BuildContext, options: BuildOptions, stream: Progress | None
+) -> TrainedArtifact:
+    from . import image
+
+    started = time.perf_counter()
+    image.train_in_container(
+        staged.path,
+        staged.spec.path.parent,
+        base_image=options.base_image,
+        quiet=options.quiet,
+        progress=stream,
+    )
+    return trainer.load_artifact(staged, time.perf_counter() - started)
+
+
+def _build_and_smoke(
+    options: BuildOptions,
+    result: BuildResult,
+    say: Progress,
+    stream: Progress | None,
+    timed: Callable[[str], AbstractContextManager[None]],
+) -> BuildResult:
+    from . import image, smoke
+
+    target = result.context.path
+    say("[4/5] building the image")
+    with timed("image"):
+        built = image.build_image(
+            target,
+            tags=options.tags,
+            base_image=options.base_image,
+            quiet=options.quiet,
+            progress=stream,
+        )
+    result = replace(result, image=built)
+    say(f"      {', '.join(built.tags)} ({built.size_bytes / 1e6:.0f} MB)")
+    say("[5/5] smoke-testing the container")
+    with timed("smoke"):
+        report = smoke.run_smoke_checks(built.tags[0], result.artifact.card, progress=stream)
+    result = replace(result, smoke=report)
+    smoke.write_report_json(report, target / ".nb2prod" / "smoke.json")
+    _write_reports(options, result)
+    smoke.raise_for_report(report, built.tags[0])
+    return result
+
+
+def _write_reports(options: BuildOptions, result: BuildResult) -> None:
+    """--json and --junit: written before a failing smoke report is raised, for CI."""
+    if options.json_path is not None:
+        options.json_path.write_text(json.dumps(summary(result), indent=2) + "\n")
+    if options.junit_path is not None and result.smoke is not None:
+        from . import smoke
+
+        smoke.report_to_junit(result.smoke, options.junit_path)
+
+
+def summary(result: BuildResult) -> dict[str, Any]:
+    """The machine-readable build summary (``--json``)."""
+    card = result.artifact.card
+    data: dict[str, Any] = {
+        "ok": result.parity.ok and (result.smoke is None or result.smoke.ok),
+        "notebook": str(result.context.spec.path),
+        "build_dir": str(result.context.path),
+        "model_version": card["model_version"],
+        "trained_in": card.get("trained_in"),
+        "metrics": card.get("metrics", {}),
+        "parity": {"rows": result.parity.rows, "ok": result.parity.ok},
+        "timings": result.timings,
+        "image": None,
+        "smoke": None,
+    }
+    if result.image is not None:
+        data["image"] = {
+            "id": result.image.image_id,
+            "tags": list(result.image.tags),
+            "size_bytes": result.image.size_bytes,
+        }
+    if result.smoke is not None:
+        from . import smoke
+
+        data["smoke"] = smoke.report_to_dict(result.smoke)
+    return data
 
 
 def push(build_dir: Path, registry: str, progress: Progress | None = None) -> PushRecord:
     """Push DIR's image and pin its digest (``nb2prod push``)."""
+    from . import push as push_stage
+
     return push_stage.push_image(build_dir, registry, progress)
 
 
@@ -106,6 +224,9 @@ def deploy_cloudrun(
     options: CloudRunOptions, registry: str | None = None, progress: Progress | None = None
 ) -> CloudRunDeployment:
     """Push first when the current image isn't pushed and a registry is given, then deploy."""
+    from . import cloudrun
+    from . import push as push_stage
+
     if registry and not options.dry_run and not push_stage.is_pushed(options.build_dir):
         push_stage.push_image(options.build_dir, registry, progress)
     return cloudrun.deploy(options)
@@ -115,6 +236,9 @@ def deploy_kubernetes(
     options: KubernetesOptions, registry: str | None = None, progress: Progress | None = None
 ) -> KubernetesManifests:
     """Write (and optionally apply) Kubernetes manifests, pushing first when asked to."""
+    from . import kubernetes
+    from . import push as push_stage
+
     if registry and not push_stage.is_pushed(options.build_dir):
         push_stage.push_image(options.build_dir, registry, progress)
     return kubernetes.deploy(options)
@@ -122,9 +246,20 @@ def deploy_kubernetes(
 
 def promote(options: TrafficOptions) -> CloudRunDeployment:
     """Move all traffic to the canary (``nb2prod promote``)."""
+    from . import cloudrun
+
     return cloudrun.promote(options)
 
 
 def rollback(options: TrafficOptions) -> CloudRunDeployment:
     """Restore the traffic from before the last deploy (``nb2prod rollback``)."""
+    from . import cloudrun
+
     return cloudrun.rollback(options)
+
+
+def monitor(url: str, timeout: float = 10.0) -> MonitorReport:
+    """Read a running service's drift report and model (``nb2prod monitor``)."""
+    from . import monitor as monitor_stage
+
+    return monitor_stage.read_service(url, timeout)

@@ -47,7 +47,11 @@ def test_sigterm_lets_the_request_in_flight_finish(
         ).stdout.split()
         try:
             done = subprocess.run(
-                ["docker", "wait", *ids], capture_output=True, text=True, timeout=timeout
+                ["docker", "wait", *ids],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=True,
             )
         except subprocess.TimeoutExpired:
             return None
