@@ -51,7 +51,8 @@ def read_notebook(path: Path, overrides: dict[str, Any] | None = None) -> Notebo
                 imports[binding.name] = binding
         cells.append(cell)
 
-    untagged = [c for c in cells if c.role is None and c.source.strip()]
+    # Cells holding only imports are where notebooks keep them, not skipped work.
+    untagged = [c for c in cells if c.role is None and c.code.strip()]
     if untagged:
         listed = ", ".join(str(c.number) for c in untagged)
         notices.append(f"untagged cells are not run: {listed}")

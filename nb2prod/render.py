@@ -80,6 +80,7 @@ def render_context(
         "_requirements": "\n".join(r.line for r in requirements),
         "_requirements_serving": "\n".join(r.line for r in requirements if r.serving),
         "_readme": "",
+        **_local_module_lines(spec),
     }
     source = template or template_dir()
     staging = destination.parent / f".{destination.name}.render"  # cookiecutter's output
@@ -205,6 +206,21 @@ def _local_modules(spec: NotebookSpec) -> set[str]:
         b.module
         for b in spec.imports
         if (folder / f"{b.module}.py").is_file() or (folder / b.module / "__init__.py").is_file()
+    }
+
+
+def _local_module_lines(spec: NotebookSpec) -> dict[str, str]:
+    """Dockerfile COPY and .dockerignore lines for modules beside the notebook."""
+    folder = spec.path.parent
+    copy: list[str] = []
+    allow: list[str] = []
+    for module in sorted(_local_modules(spec)):
+        name = f"{module}.py" if (folder / f"{module}.py").is_file() else f"{module}/"
+        copy.append(f"COPY {name} ./{name}")
+        allow.append(f"!{name.rstrip('/')}")
+    return {
+        "_local_copy": "".join(f"{line}\n" for line in copy),
+        "_local_allow": "".join(f"{line}\n" for line in allow),
     }
 
 

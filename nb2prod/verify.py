@@ -9,7 +9,11 @@ notebook's own code made during training.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 import uuid
 import warnings
 from pathlib import Path
@@ -32,7 +36,7 @@ def verify_in_process(artifact: TrainedArtifact) -> ParityReport:
         # Starlette nudges towards httpx2; httpx is what FastAPI's TestClient still uses.
         warnings.filterwarnings("ignore", message=".*httpx.*")
         from fastapi.testclient import TestClient
-    with TestClient(create_app(artifact.model_dir, code)) as client:
+    with _service_logs_silenced(), TestClient(create_app(artifact.model_dir, code)) as client:
         response = client.post("/predict", json={"instances": rows})
     if response.status_code != 200:
         raise ParityError(
@@ -50,6 +54,24 @@ def verify_in_process(artifact: TrainedArtifact) -> ParityReport:
             hint="Preprocessing must not depend on state that training did not save.",
         )
     return report
+
+
+@contextmanager
+def _service_logs_silenced() -> Iterator[None]:
+    """The in-process app logs JSON to stdout as in production; keep that out of the CLI."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    previous = os.environ.get("LOG_LEVEL")
+    os.environ["LOG_LEVEL"] = "ERROR"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("LOG_LEVEL", None)
+        else:
+            os.environ["LOG_LEVEL"] = previous
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _load_model_code(context_dir: Path) -> ModuleType:
