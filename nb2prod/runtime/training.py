@@ -191,11 +191,20 @@ class NotebookPath:
                     "`preprocess(...)`. Call it on the raw frame in a train or evaluate cell, "
                     "e.g. `model.fit(preprocess(X_train), y_train)`"
                 )
-            self.raw_frame = self._frame(self._eval(call[0]), f"preprocess({call[0]})")
+            self.raw_frame = self._frame(self._data_root(call[0]), f"preprocess({call[0]})")
         elif self.pre["kind"] == "cells":
             self.raw_name = self._raw_of_cells()
             self.raw_frame = self._frame(self.ns[self.raw_name], self.raw_name)
             self.output_name = self._output_of_cells()
+        elif self.pred["kind"] == "function":
+            call = self.plan["calls"].get("predict", [])
+            if len(call) < len(self.pred["params"]):
+                raise ContractError(
+                    "can't tell which DataFrame is the raw input: the notebook never calls "
+                    "`predict(model, features)`. Call it once on the input frame, e.g. "
+                    "`predict(model, X_test)`"
+                )
+            self.raw_frame = self._frame(self._data_root(call[-1]), call[-1])
         else:
             name = self.features_name
             assert name is not None
@@ -213,6 +222,25 @@ class NotebookPath:
             "`predict(model, features)` once in the notebook, or name the parameter after "
             "the variable"
         )
+
+    def _data_root(self, source: str) -> Any:
+        """The frame an argument like ``X_test.head()`` or ``df[cols]`` was taken from.
+
+        The notebook often calls preprocess/predict on a few rows for show; the raw
+        training input (schema, fingerprint, golden rows) is the frame they came from.
+        """
+        value = self._eval(source)
+        node = ast.parse(source, mode="eval").body
+        while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+            node = node.func if isinstance(node, ast.Call) else node.value
+        root = self.ns.get(node.id) if isinstance(node, ast.Name) else None
+        if (
+            isinstance(root, pd.DataFrame)
+            and isinstance(value, pd.DataFrame)
+            and list(root.columns) == list(value.columns)
+        ):
+            return root
+        return value
 
     def _eval(self, source: str) -> Any:
         try:
