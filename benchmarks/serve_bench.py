@@ -206,9 +206,7 @@ def main() -> None:
         )
     for concurrency, ratio in ratios.items():
         verdict = "ok" if ratio >= 0.9 else "BELOW TARGET 0.9"
-        print(
-            f"throughput ratio nb2prod/baseline at concurrency {concurrency}: {ratio:.3f} ({verdict})"
-        )
+        print(f"throughput ratio nb2prod/baseline, concurrency {concurrency}: {ratio:.3f} ({verdict})")
     summary: dict[str, Any] = {f"ratio_c{c}": round(r, 3) for c, r in ratios.items()}
     print(json.dumps(summary))
 

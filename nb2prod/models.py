@@ -36,10 +36,13 @@ class Cell:
     role: str | None  # None: untagged (never run)
     source: str  # the cell as written
     code: str  # runnable Python: magics, shell lines and imports removed (line numbers kept)
-    reads: tuple[str, ...] = ()  # names read before the cell binds them (incl. globals in its functions)
+    # Names read before the cell binds them (including globals its functions read).
+    reads: tuple[str, ...] = ()
     binds: tuple[str, ...] = ()  # names bound at top level (imports excluded)
     defines: tuple[str, ...] = ()  # functions and classes defined at top level
-    result: str | None = None  # script style: last assigned name; None when it ends in an expression
+    result: str | None = (
+        None  # script style: last assigned name; None when it ends in an expression
+    )
     ends_with_expression: bool = False
 
     @property
@@ -71,7 +74,9 @@ class NotebookSpec:
     pip_hints: tuple[str, ...]
     preprocess_style: str  # "function" | "script" | "none"
     predict_style: str  # "function" | "script"
-    serving_reads: tuple[str, ...]  # names serving code reads that training binds (state + raw input)
+    serving_reads: tuple[
+        str, ...
+    ]  # names serving code reads that training binds (state + raw input)
     notices: tuple[str, ...] = ()
 
     def cells_with_role(self, role: str) -> tuple[Cell, ...]:

@@ -30,7 +30,9 @@ class NameUse:
 
 
 def _target_names(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return {
+        n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
 
 
 def _local_names(scope: ast.AST) -> set[str]:
@@ -139,12 +141,7 @@ def _statement_names(stmt: ast.stmt) -> tuple[set[str], set[str], set[str], set[
             deferred |= _scope_reads(node)
             for expr in [*node.decorator_list, *node.args.defaults]:
                 eager |= _eager_reads(expr)
-            eager |= {
-                n
-                for d in node.args.kw_defaults
-                if d is not None
-                for n in _eager_reads(d)
-            }
+            eager |= {n for d in node.args.kw_defaults if d is not None for n in _eager_reads(d)}
         elif isinstance(node, ast.ClassDef):
             binds.add(node.name)
             deferred |= _scope_reads(node)

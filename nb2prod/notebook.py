@@ -320,7 +320,8 @@ def _apply_overrides(
     if unknown:
         where = ", ".join(sorted(parameters)) or "none (there is no `parameters` cell)"
         raise ConfigError(
-            f"-p {unknown[0]}: the notebook has no parameter {unknown[0]!r}; its parameters: {where}",
+            f"-p {unknown[0]}: the notebook has no parameter {unknown[0]!r}; "
+            f"its parameters: {where}",
             hint="Override only names that the `parameters` cell assigns.",
         )
     return dict(overrides)

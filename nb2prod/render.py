@@ -436,7 +436,9 @@ def _calls(spec: NotebookSpec) -> dict[str, list[str]]:
                 and node.func.id not in calls
                 and node.args
             ):
-                calls[node.func.id] = [ast.get_source_segment(cell.code, a) or "" for a in node.args]
+                calls[node.func.id] = [
+                    ast.get_source_segment(cell.code, a) or "" for a in node.args
+                ]
     return calls
 
 
@@ -499,8 +501,10 @@ def _wrapped(role: str, step: dict[str, Any]) -> str:
             doc = f"Returns `{step['result']}`, the last name the cell assigns."
         returns = "Any"
     params = ", ".join(f"{name}: Any" for name in step["reads"])
-    signature = f"def run_{role}_cells(*, {params}) -> {returns}:" if params else (
-        f"def run_{role}_cells() -> {returns}:"
+    signature = (
+        f"def run_{role}_cells(*, {params}) -> {returns}:"
+        if params
+        else (f"def run_{role}_cells() -> {returns}:")
     )
     body = textwrap.indent(_tidy(code + "\n" + ending), "    ")
     return (

@@ -12,10 +12,10 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
