@@ -1,0 +1,69 @@
+"""`--template DIR`: a team's own variant of the build-context layout."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK = REPO / "example_notebooks" / "iris_function.ipynb"
+
+
+def test_generate_renders_a_teams_own_template(tmp_path: Path) -> None:
+    template = tmp_path / "our-layout"
+    shutil.copytree(REPO / "templates", template)
+    project = template / "{{cookiecutter.project_slug}}"
+    (project / "OWNERS").write_text(
+        "ml-platform@example.com for {{ cookiecutter.notebook_name }}\n"
+    )
+    (project / "README.md").unlink()
+    out = tmp_path / "ctx"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nb2prod",
+            "generate",
+            str(NOTEBOOK),
+            "-o",
+            str(out),
+            "--template",
+            str(template),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "OWNERS").read_text() == "ml-platform@example.com for iris_function.ipynb\n"
+    assert not (out / "README.md").exists()
+    assert (out / "train.py").is_file() and (out / "nb2prod_runtime" / "app.py").is_file()
+
+
+def test_a_template_that_fails_to_render_is_one_clear_error(tmp_path: Path) -> None:
+    template = tmp_path / "broken"
+    shutil.copytree(REPO / "templates", template)
+    (template / "{{cookiecutter.project_slug}}" / "BROKEN").write_text("{{ cookiecutter.nope }}\n")
+    out = tmp_path / "ctx"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nb2prod",
+            "generate",
+            str(NOTEBOOK),
+            "-o",
+            str(out),
+            "--template",
+            str(template),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("Error: template ")
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
