@@ -111,8 +111,9 @@ def synthetic_card(output: str = "label") -> dict[str, Any]:
     raw = pd.DataFrame({name: rng.normal(size=2000) for name in COLUMNS})
     raw["colour"] = rng.choice(["red", "green", "blue"], size=2000, p=[0.5, 0.3, 0.2])
     schema = {
-        "columns": [{"name": n, "kind": "number"} for n in COLUMNS]
-        + [{"name": "colour", "kind": "string"}]
+        "columns": [{"name": n, "kind": "number", "dtype": "float64"} for n in COLUMNS]
+        + [{"name": "colour", "kind": "string", "dtype": "object"}],
+        "ignored_columns": [],
     }
     predictions: list[Any] = (
         list(np.where(raw["x0"] > 0, "pos", "neg")) if output == "label" else list(raw["x0"] * 2)
@@ -122,6 +123,7 @@ def synthetic_card(output: str = "label") -> dict[str, Any]:
         "name": "synthetic",
         "output": {"kind": output},
         "serving": {"monitor": {"kind": "function"}},
+        "input_schema": schema,
         "reference_profile": reference_profile(raw, schema, predictions, output),
     }
 
@@ -207,9 +209,11 @@ def test_100k_requests_keep_memory_flat() -> None:
 
 def test_monitor_hook_values_become_gauges_and_errors_are_counted() -> None:
     calls: list[int] = []
+    dtypes: list[tuple[str, bool]] = []
 
     def hook(inputs: pd.DataFrame, predictions: list[Any]) -> dict[str, float]:
         calls.append(len(inputs))
+        dtypes.append((str(inputs["x0"].dtype), list(inputs.columns) == [*COLUMNS, "colour"]))
         if len(calls) == 2:
             raise RuntimeError("boom")
         return {"mean_x0": float(inputs["x0"].mean()), f"new_{len(calls)}": 1.0}
@@ -219,7 +223,7 @@ def test_monitor_hook_values_become_gauges_and_errors_are_counted() -> None:
     frame = frame_of(rng, 20)
     feed(monitor, frame, "a")
     monitor.check()
-    assert calls == [20]
+    assert calls == [20] and dtypes == [("float64", True)]  # framed as serving frames them
     assert registry.get_sample_value("nb2prod_monitor_value", {"name": "mean_x0"}) == (
         pytest.approx(frame["x0"].mean())
     )
