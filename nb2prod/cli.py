@@ -226,6 +226,11 @@ def serve(directory: Path, host: str, port: int) -> None:
 BUILD_DIR = click.Path(path_type=Path, file_okay=False, exists=True)
 
 
+def _given(**flags: Any) -> dict[str, Any]:
+    """The flags the user gave: the rest keep each target's own defaults."""
+    return {name: value for name, value in flags.items() if value is not None}
+
+
 def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for value in values:
@@ -266,12 +271,18 @@ def push(directory: Path, registry: str) -> None:
 @click.option("--region", help="Cloud Run region. Default: CLOUDSDK_RUN_REGION, gcloud config.")
 @click.option("--service", help="Service name. Default: the notebook's name.")
 @click.option("--registry", help="Push here first if the current image isn't pushed yet.")
-@click.option("--canary", type=click.IntRange(1, 99), help="Send PERCENT of traffic to the new revision.")
-@click.option("--concurrency", type=int, default=80, show_default=True, help="Requests per instance.")
+@click.option(
+    "--canary", type=click.IntRange(1, 99), help="Send PERCENT of traffic to the new revision."
+)
+@click.option(
+    "--concurrency", type=int, default=80, show_default=True, help="Requests per instance."
+)
 @click.option("--cpu", default=None, help="CPU limit (Cloud Run default 1).")
 @click.option("--memory", default=None, help="Memory limit (Cloud Run default 512Mi).")
 @click.option("--min-instances", type=int, default=None, help="Cloud Run default 0; Kubernetes 2.")
-@click.option("--max-instances", type=int, default=None, help="Cloud Run default 100; Kubernetes 10.")
+@click.option(
+    "--max-instances", type=int, default=None, help="Cloud Run default 100; Kubernetes 10."
+)
 @click.option("--timeout", "timeout_seconds", type=int, default=300, show_default=True)
 @click.option("--service-account", help="Service account the revision runs as.")
 @click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Environment variable.")
@@ -321,16 +332,9 @@ def deploy(
             drift_webhook=drift_webhook,
             kserve=kserve,
             apply=apply,
-            **{
-                key: value
-                for key, value in {
-                    "cpu": cpu,
-                    "memory": memory,
-                    "min_replicas": min_instances,
-                    "max_replicas": max_instances,
-                }.items()
-                if value is not None
-            },
+            **_given(
+                cpu=cpu, memory=memory, min_replicas=min_instances, max_replicas=max_instances
+            ),
         )
         manifests = pipeline.deploy_kubernetes(k8s, registry, progress=_say)
         for note in manifests.notes:
@@ -352,16 +356,7 @@ def deploy(
         drift_webhook=drift_webhook,
         dry_run=dry_run,
         endpoint=endpoint,
-        **{
-            key: value
-            for key, value in {
-                "cpu": cpu,
-                "memory": memory,
-                "min_instances": min_instances,
-                "max_instances": max_instances,
-            }.items()
-            if value is not None
-        },
+        **_given(cpu=cpu, memory=memory, min_instances=min_instances, max_instances=max_instances),
     )
     _print_deployment(pipeline.deploy_cloudrun(options, registry, progress=_say))
 

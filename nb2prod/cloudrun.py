@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from concurrent import futures
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
@@ -36,6 +35,7 @@ from google.protobuf import duration_pb2, field_mask_pb2, json_format
 
 from nb2prod.errors import ConfigError, DeployError
 from nb2prod.models import CloudRunDeployment, CloudRunOptions, TrafficOptions, TrafficSplit
+from nb2prod.records import read_json, read_optional, write_text_atomically
 
 PORT = 8080
 CANARY_TAG = "canary"
@@ -493,7 +493,7 @@ def deploy(options: CloudRunOptions) -> CloudRunDeployment:
     """
     build_dir = Path(options.build_dir)
     _check(options)
-    card = _read_json(build_dir / "model" / "model_card.json", "python train.py")
+    card = read_json(build_dir / "model" / "model_card.json", "python train.py")
     location = resolve_location(options.project, options.region, options.service, card["name"])
     if options.canary is not None and len(location.service) + len(CANARY_TAG) > _MAX_TAGGED:
         raise ConfigError(
@@ -659,8 +659,8 @@ def _deployable_image(
     build_dir: Path, card: dict[str, Any], dry_run: bool
 ) -> tuple[str, tuple[str, ...]]:
     """The pushed image by digest; a placeholder with a note on a dry run before a push."""
-    push = _read_optional(build_dir / ".nb2prod" / "push.json")
-    built = _read_optional(build_dir / ".nb2prod" / "image.json")
+    push = read_optional(build_dir / ".nb2prod" / "push.json")
+    built = read_optional(build_dir / ".nb2prod" / "image.json")
     stale = bool(push and built and push.get("image_id") not in ("", None, built.get("image_id")))
     if push and not stale:
         return str(push["image"]), ()
@@ -690,7 +690,7 @@ def _nb2prod_version() -> str:
 
 
 def _read_state(build_dir: Path) -> dict[str, Any]:
-    state = _read_json(build_dir / ".nb2prod" / "deploy.json", "nb2prod deploy --target cloudrun")
+    state = read_json(build_dir / ".nb2prod" / "deploy.json", "nb2prod deploy --target cloudrun")
     if state.get("target") != "cloudrun":
         raise ConfigError(f"{build_dir} was not deployed to Cloud Run by nb2prod")
     return state
@@ -698,35 +698,10 @@ def _read_state(build_dir: Path) -> dict[str, Any]:
 
 def _write_state(build_dir: Path, state: dict[str, Any]) -> None:
     text = json.dumps(state, indent=2, sort_keys=True) + "\n"
-    _write_atomically(build_dir / ".nb2prod" / "deploy.json", text)
+    write_text_atomically(build_dir / ".nb2prod" / "deploy.json", text)
 
 
 def _write_yaml(path: Path, document: dict[str, Any]) -> Path:
     header = "# Written by nb2prod. Apply with: gcloud run services replace service.yaml\n"
-    _write_atomically(path, header + yaml.safe_dump(document, sort_keys=False))
+    write_text_atomically(path, header + yaml.safe_dump(document, sort_keys=False))
     return path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    Path(tmp).chmod(0o644)
-    Path(tmp).replace(path)
-
-
-def _read_optional(path: Path) -> dict[str, Any] | None:
-    return _read_json(path, "") if path.is_file() else None
-
-
-def _read_json(path: Path, made_by: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path} is missing", hint=f"It is written by {made_by}.") from err
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path} cannot be read: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a JSON object")
-    return data

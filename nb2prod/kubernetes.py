@@ -26,6 +26,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from nb2prod.errors import ConfigError, DeployError
 from nb2prod.models import KubernetesManifests, KubernetesOptions
+from nb2prod.records import read_json, read_optional
 
 PORT = 8080
 RUN_AS_USER = 10001
@@ -64,7 +65,7 @@ def deploy(options: KubernetesOptions) -> KubernetesManifests:
 def write_manifests(options: KubernetesOptions) -> KubernetesManifests:
     """Render every manifest and swap ``DIR/k8s/`` into place in one step."""
     build_dir = Path(options.build_dir)
-    card = _read_json(build_dir / "model" / "model_card.json", "python train.py")
+    card = read_json(build_dir / "model" / "model_card.json", "python train.py")
     image, notes = deployable_image(build_dir)
     documents = build_manifests(options, card, image)
     if options.min_replicas < 2:
@@ -313,8 +314,8 @@ def _api_message(err: ApiException) -> str:
 
 def deployable_image(build_dir: Path) -> tuple[str, tuple[str, ...]]:
     """The pushed image by digest; else the local tag, with a note on loading it."""
-    push = _read_optional(build_dir / ".nb2prod" / "push.json")
-    built = _read_optional(build_dir / ".nb2prod" / "image.json")
+    push = read_optional(build_dir / ".nb2prod" / "push.json")
+    built = read_optional(build_dir / ".nb2prod" / "image.json")
     if push and (not built or push.get("image_id") in ("", None, built.get("image_id"))):
         return str(push["image"]), ()
     if not built or not built.get("tags"):
@@ -345,19 +346,3 @@ def _load(path: Path) -> dict[str, Any]:
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(document, dict)
     return document
-
-
-def _read_optional(path: Path) -> dict[str, Any] | None:
-    return _read_json(path, "") if path.is_file() else None
-
-
-def _read_json(path: Path, made_by: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path} is missing", hint=f"It is written by {made_by}.") from err
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path} cannot be read: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a JSON object")
-    return data

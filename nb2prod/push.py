@@ -10,9 +10,7 @@ the image by that digest only, never by a tag someone could move.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +21,7 @@ import docker.errors
 
 from nb2prod.errors import ConfigError, DockerUnavailableError, PushError
 from nb2prod.models import PushRecord
+from nb2prod.records import read_json, write_json_atomically
 
 _AUTH_FAILURES = (
     "unauthorized",
@@ -59,8 +58,8 @@ def push_image(
     reached, or the push reports no digest.
     """
     build_dir = Path(build_dir)
-    image_info = _read_json(build_dir / ".nb2prod" / "image.json", "nb2prod build")
-    card = _read_json(build_dir / "model" / "model_card.json", "python train.py")
+    image_info = read_json(build_dir / ".nb2prod" / "image.json", "nb2prod build")
+    card = read_json(build_dir / "model" / "model_card.json", "python train.py")
     registry = normalize_registry(registry)
     # The build named the image <name>:<model_version>; keep its name under the registry.
     built_tags = [str(tag) for tag in image_info.get("tags") or []]
@@ -168,29 +167,6 @@ def image_tag(version: str) -> str:
     """The model version as an image tag (``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``)."""
     value = re.sub(r"[^A-Za-z0-9_.-]+", "-", version).lstrip(".-")
     return value[:128] or "latest"
-
-
-def _read_json(path: Path, made_by: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path} is missing", hint=f"It is written by {made_by}.") from err
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path} cannot be read: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a JSON object")
-    return data
-
-
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it, so readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    Path(tmp).chmod(0o644)
-    Path(tmp).replace(path)
 
 
 def is_pushed(build_dir: Path) -> bool:

@@ -419,7 +419,9 @@ class NotebookPath:
         return section
 
 
-def _probe_same(runner: NotebookPath, frame: pd.DataFrame, column: Any, expected: list[Any]) -> bool:
+def _probe_same(
+    runner: NotebookPath, frame: pd.DataFrame, column: Any, expected: list[Any]
+) -> bool:
     """True when serving never needs ``column`` (the target, an id, a leftover).
 
     Two conservative probes: the serving code runs without the column and predicts
@@ -604,4 +606,3 @@ def display(*objects: Any, **_: Any) -> None:
     """Stand-in for IPython's display() so notebook cells that call it still run."""
     for obj in objects:
         print(obj)
-

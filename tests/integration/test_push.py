@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,3 +183,62 @@ def test_digest_comes_from_the_aux_record(tmp_path: Path) -> None:
     engine = _Engine([{"status": "Pushed", "id": "abc"}, {"aux": {"Tag": "v1", "Digest": digest}}])
     record = push.push_image(_stub_dir(tmp_path), "127.0.0.1:5000/x", client=engine)  # type: ignore[arg-type]
     assert record.image == f"127.0.0.1:5000/x/m@{digest}"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nb2prod", *args], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.docker
+def test_cli_deploy_pushes_first_then_canary_promote_and_rollback(
+    built_dir: tuple[Path, docker.DockerClient], registry: str
+) -> None:
+    """The commands as a user types them: deploy --registry pushes what is not pushed yet,
+    then --canary, promote and rollback move traffic through the API's traffic targets."""
+    directory, _ = built_dir
+    with FakeCloudRun() as fake:
+        where = ["--project", "demo-project", "--region", "europe-west1"]
+        first = _cli(
+            "deploy", str(directory), *where, "--registry", registry, "--endpoint", fake.endpoint
+        )
+        assert first.returncode == 0, first.stderr
+        pushed = json.loads((directory / ".nb2prod" / "push.json").read_text())
+        assert pushed["image"] in first.stdout
+        assert fake.bodies("PATCH")[-1]["template"]["containers"][0]["image"] == pushed["image"]
+        first_revision = fake.bodies("PATCH")[-1]["template"]["revision"]
+
+        canary = _cli(
+            "deploy",
+            str(directory),
+            *where,
+            "--canary",
+            "10",
+            "--concurrency",
+            "40",
+            "--endpoint",
+            fake.endpoint,
+        )
+        assert canary.returncode == 0, canary.stderr
+        body = fake.bodies("PATCH")[-1]
+        assert body["template"]["maxInstanceRequestConcurrency"] == 40
+        shares = sorted(int(t.get("percent", 0)) for t in body["traffic"])
+        assert shares == [10, 90]
+        assert any(t.get("tag") == "canary" for t in body["traffic"])
+
+        promoted = _cli("promote", str(directory), "--endpoint", fake.endpoint)
+        assert promoted.returncode == 0, promoted.stderr
+        assert [int(t.get("percent", 0)) for t in fake.bodies("PATCH")[-1]["traffic"]] == [100]
+
+        rolled = _cli("rollback", str(directory), "--endpoint", fake.endpoint)
+        assert rolled.returncode == 0, rolled.stderr
+        # Back to where traffic was before the canary deploy: all on the first revision.
+        restored = fake.bodies("PATCH")[-1]["traffic"]
+        assert [int(t.get("percent", 0)) for t in restored] == [100]
+        assert restored[0].get("revision") == first_revision
+
+        fake.fail(403, "Permission 'run.services.update' denied", "run.services.update")
+        denied = _cli("deploy", str(directory), *where, "--endpoint", fake.endpoint)
+        assert denied.returncode == 11, denied.stderr
+        assert denied.stderr.startswith("Error: ") and "Traceback" not in denied.stderr
