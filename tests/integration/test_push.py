@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -39,7 +40,10 @@ def registry() -> str:
     try:
         httpx.get(f"http://{REGISTRY_HOST}/v2/", timeout=5).raise_for_status()
     except httpx.HTTPError as err:
-        pytest.skip(f"no registry at {REGISTRY_HOST}: {err} (run ../shared/ci/docker-env.sh)")
+        reason = f"no registry at {REGISTRY_HOST}: {err} (run ../shared/ci/docker-env.sh)"
+        if os.environ.get("NB2PROD_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"NB2PROD_REQUIRE_DOCKER=1 but {reason}")
+        pytest.skip(reason)
     return f"{REGISTRY_HOST}/nb2prod-test-{uuid.uuid4().hex[:8]}"
 
 
