@@ -49,7 +49,7 @@ def test_image_is_tagged_labelled_and_runs_as_non_root(
     built: ImageResult, context: Path, docker_engine: Any
 ) -> None:
     card = card_of(context)
-    assert built.tags == (f"iris-function:{card['model_version']}", "nb2prod-test/iris:latest")
+    assert built.tags == (f"iris_function:{card['model_version']}", "nb2prod-test/iris:latest")
     attrs = docker_engine.client.api.inspect_image(built.image_id)
     config = attrs["Config"]
     assert config["User"] == "10001:10001"
