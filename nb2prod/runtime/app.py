@@ -12,6 +12,7 @@ fails the request. ``app.state.predictor`` holds the loaded :class:`~.loader.Pre
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -373,6 +374,11 @@ def create_app(
             logger.exception("could not load the model from %s", model_dir)
             raise
         logger.info("model %s loaded from %s", model_version, model_dir)
+        # nb2prod_runtime.serve starts with the collector off (imports and the model are
+        # long-lived objects; collecting them over and over only slows start-up). Freeze
+        # what exists now so later collections skip it, and collect as usual from here.
+        gc.freeze()
+        gc.enable()
         if app.state.monitor is not None:
             app.state.monitor.start()  # drift checks, off the request path (issue 4)
         yield

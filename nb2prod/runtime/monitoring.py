@@ -14,7 +14,6 @@ Everything is bounded: the window, the queue, the prediction store, and the metr
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -178,12 +177,12 @@ class Monitor:
 
     # -- the background thread ---------------------------------------------------------------
     def start(self) -> None:
-        """Start the checker thread (the app's lifespan startup, after the model loaded)."""
-        # The window keeps requests alive until the next check, so they survive into the
-        # collector's old generation and trigger full collections, which walk every object:
-        # with a model and scipy/sklearn loaded, ~50 ms each. What exists now (libraries, the
-        # model) lives as long as the process; freezing it keeps those collections small.
-        gc.freeze()
+        """Start the checker thread (the app's lifespan startup, after the model loaded).
+
+        The lifespan has frozen the start-up objects (``gc.freeze``) first: the window keeps
+        requests alive into the collector's old generation, and full collections that walk
+        the libraries and the model cost ~50 ms each.
+        """
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="nb2prod-monitor", daemon=True)
             self._thread.start()

@@ -9,6 +9,7 @@ image has no curl, so it asks ``/healthz`` with urllib and exits 0 or 1.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import urllib.request
@@ -37,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if "--healthcheck" in args:
         return healthcheck()
+    # Start-up imports the model's libraries and loads the model: about a million objects
+    # that live as long as the process. Collecting them while they are created costs
+    # ~0.2 s of start-up (measured in the image); the app's lifespan turns the collector
+    # back on once the model is loaded.
+    gc.disable()
     import uvicorn  # only the server path needs it; the healthcheck stays fast
 
     uvicorn.run(
