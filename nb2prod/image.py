@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import DockerUnavailableError, ImageBuildError, TrainingError
+from .dockerhost import docker_client
+from .errors import ImageBuildError, TrainingError
 from .models import ImageResult
 
 Progress = Callable[[str], None]
@@ -164,17 +165,7 @@ class DockerSDKEngine:
 
 def connect(timeout: int = 120) -> DockerSDKEngine:
     """The engine ``DOCKER_HOST`` (or the default socket) points at; it must answer a ping."""
-    import docker
-
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (the default)"
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except Exception as err:  # docker-py raises DockerException, requests and OS errors alike
-        raise DockerUnavailableError(
-            f"No Docker engine answers at DOCKER_HOST={host}: {err}"
-        ) from err
-    return DockerSDKEngine(client)
+    return DockerSDKEngine(docker_client(timeout))
 
 
 def split_ref(ref: str) -> tuple[str, str]:

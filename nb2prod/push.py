@@ -19,7 +19,8 @@ from typing import Any
 import docker
 import docker.errors
 
-from nb2prod.errors import ConfigError, DockerUnavailableError, PushError
+from nb2prod.dockerhost import docker_client
+from nb2prod.errors import ConfigError, PushError
 from nb2prod.models import PushRecord
 from nb2prod.records import read_json, write_json_atomically
 
@@ -69,11 +70,7 @@ def push_image(
     say = progress or (lambda _line: None)
 
     if client is None:
-        try:
-            client = docker.from_env()
-            client.ping()
-        except docker.errors.DockerException as err:
-            raise DockerUnavailableError(f"cannot reach a Docker engine: {err}") from err
+        client = docker_client()
     try:
         image = client.images.get(image_info["image_id"])
     except docker.errors.ImageNotFound as err:

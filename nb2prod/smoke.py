@@ -10,14 +10,14 @@ the checks, and always remove the container. The checks themselves live in
 from __future__ import annotations
 
 import json
-import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import DockerUnavailableError, ParityError, SmokeTestError
+from .dockerhost import docker_client
+from .errors import ParityError, SmokeTestError
 from .models import SmokeCheck, SmokeReport
 from .runtime import contract_checks as checks
 
@@ -122,17 +122,7 @@ class DockerContainers:
 
 def connect(timeout: int = 60) -> DockerContainers:
     """The engine ``DOCKER_HOST`` (or the default socket) points at; it must answer a ping."""
-    import docker
-
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (the default)"
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except Exception as err:  # docker-py raises DockerException, requests and OS errors alike
-        raise DockerUnavailableError(
-            f"No Docker engine answers at DOCKER_HOST={host}: {err}"
-        ) from err
-    return DockerContainers(client)
+    return DockerContainers(docker_client(timeout))
 
 
 def run_smoke_checks(

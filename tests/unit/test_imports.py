@@ -16,8 +16,15 @@ import pytest
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "nb2prod"
 
 #: Shared by every stage: plain records, the exception tree, the name analysis helper, and
-#: reading/writing the JSON records stages leave in a build directory.
-SHARED = {"nb2prod", "nb2prod.models", "nb2prod.errors", "nb2prod.names", "nb2prod.records"}
+#: reading/writing the JSON records stages leave in a build directory, and finding the engine.
+SHARED = {
+    "nb2prod",
+    "nb2prod.models",
+    "nb2prod.errors",
+    "nb2prod.names",
+    "nb2prod.records",
+    "nb2prod.dockerhost",
+}
 #: Not stages: the package entry points that string the stages together.
 ORCHESTRATION = {"nb2prod.pipeline", "nb2prod.cli", "nb2prod.__main__", "nb2prod.__init__"}
 #: The stages the design names; any other top-level module is a stage too (found below).
