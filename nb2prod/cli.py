@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -42,6 +43,33 @@ def _parameters(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 PARAM_HELP = "Override a notebook parameter: -p name=value (a Python literal). Repeatable."
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def context_options(command: F) -> F:
+    """NOTEBOOK, -o, -p, --force and --template: what generate and build share."""
+    decorators = [
+        click.argument("notebook", type=click.Path(path_type=Path)),
+        click.option(
+            "-o", "--output", type=click.Path(path_type=Path), help="Default: build/<stem>."
+        ),
+        click.option(
+            "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP
+        ),
+        click.option(
+            "--force", is_flag=True, help="Replace -o DIR even if nb2prod did not write it."
+        ),
+        click.option(
+            "--template",
+            type=click.Path(path_type=Path, file_okay=False, exists=True),
+            help="A cookiecutter template dir to use instead of nb2prod's own layout.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
 
 
 @click.group(epilog=EXIT_CODE_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,15 +111,7 @@ def check(notebook: Path, params: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("notebook", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Default: build/<stem>.")
-@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
-@click.option("--force", is_flag=True, help="Replace -o DIR even if nb2prod did not write it.")
-@click.option(
-    "--template",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="A cookiecutter template dir to use instead of nb2prod's own layout.",
-)
+@context_options
 def generate(
     notebook: Path, output: Path | None, params: tuple[str, ...], force: bool, template: Path | None
 ) -> None:
@@ -104,15 +124,7 @@ def generate(
 
 
 @cli.command(epilog=EXIT_CODE_HELP)
-@click.argument("notebook", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Default: build/<stem>.")
-@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
-@click.option("--force", is_flag=True, help="Replace -o DIR even if nb2prod did not write it.")
-@click.option(
-    "--template",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="A cookiecutter template dir to use instead of nb2prod's own layout.",
-)
+@context_options
 @click.option("--no-docker", is_flag=True, help="Stop after training and the parity check.")
 @click.option(
     "--train-on-host",
