@@ -11,16 +11,15 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "example_notebooks" / "iris_function.ipynb"
 
 
-def test_generate_renders_a_teams_own_template(tmp_path: Path) -> None:
-    template = tmp_path / "our-layout"
+def copy_of_our_template(tmp_path: Path, name: str) -> Path:
+    """nb2prod's own template, copied for a test to edit."""
+    template = tmp_path / name
     shutil.copytree(REPO / "templates", template)
-    project = template / "{{cookiecutter.project_slug}}"
-    (project / "OWNERS").write_text(
-        "ml-platform@example.com for {{ cookiecutter.notebook_name }}\n"
-    )
-    (project / "README.md").unlink()
-    out = tmp_path / "ctx"
-    result = subprocess.run(
+    return template
+
+
+def generate_with(template: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -36,6 +35,17 @@ def test_generate_renders_a_teams_own_template(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
+
+
+def test_generate_renders_a_teams_own_template(tmp_path: Path) -> None:
+    template = copy_of_our_template(tmp_path, "our-layout")
+    project = template / "{{cookiecutter.project_slug}}"
+    (project / "OWNERS").write_text(
+        "ml-platform@example.com for {{ cookiecutter.notebook_name }}\n"
+    )
+    (project / "README.md").unlink()
+    out = tmp_path / "ctx"
+    result = generate_with(template, out)
     assert result.returncode == 0, result.stderr
     assert (out / "OWNERS").read_text() == "ml-platform@example.com for iris_function.ipynb\n"
     assert not (out / "README.md").exists()
@@ -43,26 +53,10 @@ def test_generate_renders_a_teams_own_template(tmp_path: Path) -> None:
 
 
 def test_a_template_that_fails_to_render_is_one_clear_error(tmp_path: Path) -> None:
-    template = tmp_path / "broken"
-    shutil.copytree(REPO / "templates", template)
+    template = copy_of_our_template(tmp_path, "broken")
     (template / "{{cookiecutter.project_slug}}" / "BROKEN").write_text("{{ cookiecutter.nope }}\n")
     out = tmp_path / "ctx"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nb2prod",
-            "generate",
-            str(NOTEBOOK),
-            "-o",
-            str(out),
-            "--template",
-            str(template),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = generate_with(template, out)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("Error: template ")
     assert "Traceback" not in result.stderr
