@@ -26,7 +26,8 @@ from typing import Any
 
 import nbformat
 
-from nb2prod import image, pipeline, smoke
+from nb2prod import pipeline
+from nb2prod.ship import image, smoke
 from nb2prod.models import BuildOptions
 from nb2prod.runtime import contract_checks
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, pipeline
+from .build.notebook import parse_parameter
 from .errors import EXIT_CODES, ConfigError, DriftDetected, Nb2ProdError
 from .models import (
     BuildOptions,
@@ -25,7 +26,6 @@ from .models import (
     NotebookSpec,
     TrafficOptions,
 )
-from .notebook import parse_parameter
 
 _STATE = {"debug": False}
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 # Heavy stages (FastAPI, docker, Google and Kubernetes clients) are imported where
 # they are used, so `nb2prod check` stays a fast lint.
-from . import notebook, output, render, trainer
+from .build import notebook, output, render
 from .models import (
     BuildContext,
     BuildOptions,
@@ -31,9 +31,10 @@ from .models import (
     TrafficOptions,
     TrainedArtifact,
 )
+from .train import host as trainer
 
 if TYPE_CHECKING:
-    from .monitor import MonitorReport
+    from .deploy.monitor import MonitorReport
 
 Progress = Callable[[str], None]
 
@@ -95,7 +96,7 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     for notice in spec.notices:
         say(f"notice: {notice}")
     if options.docker:
-        from . import image
+        from .ship import image
 
         image.connect()  # fail before training when there is no engine
     target = (options.output or default_output(spec)).resolve()
@@ -112,7 +113,7 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
             else:
                 artifact = trainer.train_on_host(staged, stream)
         with timed("parity"):
-            from . import verify
+            from .ship import verify
 
             parity = verify.verify_in_process(artifact)
         say(
@@ -131,7 +132,7 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
 def _train_in_container(
     staged: BuildContext, options: BuildOptions, stream: Progress | None
 ) -> TrainedArtifact:
-    from . import image
+    from .ship import image
 
     started = time.perf_counter()
     image.train_in_container(
@@ -151,7 +152,7 @@ def _build_and_smoke(
     stream: Progress | None,
     timed: Callable[[str], AbstractContextManager[None]],
 ) -> BuildResult:
-    from . import image, smoke
+    from .ship import image, smoke
 
     target = result.context.path
     say("[4/5] building the image")
@@ -180,7 +181,7 @@ def _write_reports(options: BuildOptions, result: BuildResult) -> None:
     if options.json_path is not None:
         options.json_path.write_text(json.dumps(summary(result), indent=2) + "\n")
     if options.junit_path is not None and result.smoke is not None:
-        from . import smoke
+        from .ship import smoke
 
         smoke.report_to_junit(result.smoke, options.junit_path)
 
@@ -207,7 +208,7 @@ def summary(result: BuildResult) -> dict[str, Any]:
             "size_bytes": result.image.size_bytes,
         }
     if result.smoke is not None:
-        from . import smoke
+        from .ship import smoke
 
         data["smoke"] = smoke.report_to_dict(result.smoke)
     return data
@@ -215,7 +216,7 @@ def summary(result: BuildResult) -> dict[str, Any]:
 
 def push(build_dir: Path, registry: str, progress: Progress | None = None) -> PushRecord:
     """Push DIR's image and pin its digest (``nb2prod push``)."""
-    from . import push as push_stage
+    from .ship import push as push_stage
 
     return push_stage.push_image(build_dir, registry, progress)
 
@@ -224,8 +225,8 @@ def deploy_cloudrun(
     options: CloudRunOptions, registry: str | None = None, progress: Progress | None = None
 ) -> CloudRunDeployment:
     """Push first when the current image isn't pushed and a registry is given, then deploy."""
-    from . import cloudrun
-    from . import push as push_stage
+    from .deploy import cloudrun
+    from .ship import push as push_stage
 
     if registry and not options.dry_run and not push_stage.is_pushed(options.build_dir):
         push_stage.push_image(options.build_dir, registry, progress)
@@ -236,8 +237,8 @@ def deploy_kubernetes(
     options: KubernetesOptions, registry: str | None = None, progress: Progress | None = None
 ) -> KubernetesManifests:
     """Write (and optionally apply) Kubernetes manifests, pushing first when asked to."""
-    from . import kubernetes
-    from . import push as push_stage
+    from .deploy import kubernetes
+    from .ship import push as push_stage
 
     if registry and not push_stage.is_pushed(options.build_dir):
         push_stage.push_image(options.build_dir, registry, progress)
@@ -246,20 +247,20 @@ def deploy_kubernetes(
 
 def promote(options: TrafficOptions) -> CloudRunDeployment:
     """Move all traffic to the canary (``nb2prod promote``)."""
-    from . import cloudrun
+    from .deploy import cloudrun
 
     return cloudrun.promote(options)
 
 
 def rollback(options: TrafficOptions) -> CloudRunDeployment:
     """Restore the traffic from before the last deploy (``nb2prod rollback``)."""
-    from . import cloudrun
+    from .deploy import cloudrun
 
     return cloudrun.rollback(options)
 
 
 def monitor(url: str, timeout: float = 10.0) -> MonitorReport:
     """Read a running service's drift report and model (``nb2prod monitor``)."""
-    from . import monitor as monitor_stage
+    from .deploy import monitor as monitor_stage
 
     return monitor_stage.read_service(url, timeout)

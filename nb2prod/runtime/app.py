@@ -43,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .loader import Predictor, read_card
 from .logs import configure_logging, http_request_fields, trace_fields
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
-from .monitoring_api import install_monitoring
+from .monitoring.api import install_monitoring
 
 __all__ = ["AfterPredictHook", "RequestContextMiddleware", "build_request_models", "create_app"]
 

@@ -27,8 +27,8 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 
+from .monitoring.profile import reference_profile
 from .notebook_path import ContractError, NotebookPath
-from .profile import reference_profile
 from .schema import infer_schema, to_jsonable
 
 #: How many raw training rows make the golden set.

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from nb2prod import image
 from nb2prod.errors import DockerUnavailableError
+from nb2prod.ship import image
 
 
 @pytest.fixture(scope="session")

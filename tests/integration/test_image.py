@@ -18,9 +18,10 @@ from typing import Any
 import nbformat
 import pytest
 
-from nb2prod import image, pipeline, smoke
+from nb2prod import pipeline
 from nb2prod.errors import ParityError
 from nb2prod.models import BuildOptions, ImageResult
+from nb2prod.ship import image, smoke
 
 pytestmark = pytest.mark.docker
 

@@ -19,9 +19,10 @@ import pytest
 import yaml
 from fake_cloudrun import FakeCloudRun
 
-from nb2prod import cloudrun, push
+from nb2prod.deploy import cloudrun
 from nb2prod.errors import PushError
 from nb2prod.models import CloudRunOptions
+from nb2prod.ship import push
 
 REGISTRY_HOST = "127.0.0.1:5000"
 MANIFEST_TYPES = ", ".join(

@@ -72,7 +72,7 @@ def test_the_installed_wheel_renders_a_notebook(wheel: Path, tmp_path: Path) -> 
     where = run(
         python,
         "-c",
-        "import json, nb2prod, nb2prod.render as r;"
+        "import json, nb2prod, nb2prod.build.render as r;"
         "print(json.dumps([nb2prod.__file__, str(r.template_dir())]))",
         cwd=tmp_path,
     )

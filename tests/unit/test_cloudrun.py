@@ -20,9 +20,10 @@ from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 
-from nb2prod import cloudrun
+from nb2prod.deploy import cloudrun
 from nb2prod.errors import ConfigError, DeployError
 from nb2prod.models import CloudRunOptions, TrafficOptions, TrafficSplit
+from nb2prod.naming import google_label_value
 
 PROJECT, REGION = "demo-project", "europe-west1"
 DIGEST = "sha256:" + "ab" * 32
@@ -520,8 +521,8 @@ def test_service_names_follow_cloud_run_rules(name: str, service: str) -> None:
 
 
 def test_labels_follow_google_label_rules() -> None:
-    assert cloudrun.label_value("V1.2+Build") == "v1-2-build"
-    assert len(cloudrun.label_value("a" * 100)) == 63
+    assert google_label_value("V1.2+Build") == "v1-2-build"
+    assert len(google_label_value("a" * 100)) == 63
 
 
 # -- the real thing -----------------------------------------------------------------------

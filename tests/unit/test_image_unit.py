@@ -15,10 +15,10 @@ from typing import Any
 import jinja2
 import pytest
 
-from nb2prod import image, smoke
 from nb2prod.errors import DockerUnavailableError, ImageBuildError, ParityError, SmokeTestError
 from nb2prod.models import SmokeCheck, SmokeReport
 from nb2prod.runtime import contract_checks
+from nb2prod.ship import image, smoke
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "templates" / "{{cookiecutter.project_slug}}"

@@ -15,35 +15,46 @@ import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "nb2prod"
 
-#: Shared by every stage: plain records, the exception tree, the name analysis helper, and
-#: reading/writing the JSON records stages leave in a build directory, and finding the engine.
-SHARED = {
+#: Shared by every stage: plain records, the exception tree, the build-directory model, the
+#: Docker engine interface, naming rules, and the serving runtime (a library vendored into
+#: every build directory).
+SHARED_MODULES = {
     "nb2prod",
     "nb2prod.models",
     "nb2prod.errors",
-    "nb2prod.names",
-    "nb2prod.records",
-    "nb2prod.dockerhost",
+    "nb2prod.builddir",
+    "nb2prod.engine",
+    "nb2prod.naming",
 }
 #: Not stages: the package entry points that string the stages together.
-ORCHESTRATION = {"nb2prod.pipeline", "nb2prod.cli", "nb2prod.__main__", "nb2prod.__init__"}
-#: The stages the design names; any other top-level module is a stage too (found below).
-NAMED_STAGES = [
-    "nb2prod.notebook",
-    "nb2prod.render",
-    "nb2prod.trainer",
-    "nb2prod.verify",
-    "nb2prod.output",
-]
+ORCHESTRATION = {"nb2prod.pipeline", "nb2prod.cli", "nb2prod.__main__"}
+#: The stage subpackages, in the order a build meets them.
+SUBPACKAGES = ("build", "train", "ship", "deploy")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 STAGES = sorted(
-    set(NAMED_STAGES)
-    | {
-        f"nb2prod.{path.stem}"
-        for path in PACKAGE_DIR.glob("*.py")
-        if f"nb2prod.{path.stem}" not in SHARED | ORCHESTRATION
-    }
+    _module_name(path) for sub in SUBPACKAGES for path in (PACKAGE_DIR / sub).rglob("*.py")
 )
-MODULES = [*STAGES, "nb2prod.models", "nb2prod.errors"]
+SHARED = sorted(m for m in SHARED_MODULES if (PACKAGE_DIR / f"{m[8:]}.py").is_file())
+MODULES = [*STAGES, *SHARED]
+
+
+def _subpackage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in SUBPACKAGES else None
+
+
+def _allowed(importer: str, imported: str) -> bool:
+    """A stage may import its own subpackage, the shared modules and the runtime."""
+    if imported in SHARED_MODULES or imported.startswith("nb2prod.runtime"):
+        return True
+    return _subpackage(imported) is not None and _subpackage(imported) == _subpackage(importer)
+
 
 PROBE = """
 import importlib, json, sys
@@ -79,8 +90,17 @@ def test_a_stage_imports_no_other_stage(
     module: str, imported: dict[str, dict[str, object]]
 ) -> None:
     loaded = set(imported[module]["nb2prod"])  # type: ignore[arg-type]
-    other_stages = sorted(m for m in loaded - {module} if m in STAGES or m in ORCHESTRATION)
-    assert other_stages == [], f"{module} pulls in {other_stages}"
+    others = sorted(m for m in loaded - {module} if not _allowed(module, m))
+    assert others == [], f"{module} pulls in {others}"
+
+
+@pytest.mark.parametrize("module", SHARED)
+def test_shared_modules_import_no_stage(
+    module: str, imported: dict[str, dict[str, object]]
+) -> None:
+    loaded = set(imported[module]["nb2prod"])  # type: ignore[arg-type]
+    stages = sorted(m for m in loaded if _subpackage(m) or m in ORCHESTRATION)
+    assert stages == [], f"{module} pulls in {stages}"
 
 
 @pytest.mark.parametrize("module", ["nb2prod.models", "nb2prod.errors"])
@@ -121,13 +141,14 @@ def test_the_runtime_imports_nothing_from_nb2prod() -> None:
     """nb2prod_runtime is copied into every build context, where nb2prod is not installed."""
     offenders = []
     for path in (PACKAGE_DIR / "runtime").rglob("*.py"):
+        depth = len(path.relative_to(PACKAGE_DIR / "runtime").parts)  # levels up to runtime/
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
-            elif isinstance(node, ast.ImportFrom) and node.level > 1:
+            elif isinstance(node, ast.ImportFrom) and node.level > depth:
                 names = ["nb2prod (relative, above the runtime package)"]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "nb2prod"]
     assert offenders == []

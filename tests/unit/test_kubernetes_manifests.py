@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from nb2prod import kubernetes as k8s
+from nb2prod.deploy import kubernetes as k8s
 from nb2prod.errors import ConfigError, DeployError
 from nb2prod.models import KubernetesOptions
 

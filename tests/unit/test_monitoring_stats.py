@@ -21,13 +21,18 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from scipy import stats
 
-from nb2prod.runtime.alerts import DriftAlerts, WebhookSettings
-from nb2prod.runtime.drift import Thresholds, compare, judge, psi
-from nb2prod.runtime.feedback import FeedbackError, LiveQuality, PredictionStore, parse_feedback
-from nb2prod.runtime.monitor_metrics import MonitorMetrics
-from nb2prod.runtime.monitoring import Monitor, MonitorSettings
-from nb2prod.runtime.monitoring_api import install_monitoring
-from nb2prod.runtime.profile import SAMPLE_SIZE, reference_profile, values_profile
+from nb2prod.runtime.monitoring.alerts import DriftAlerts, WebhookSettings
+from nb2prod.runtime.monitoring.api import install_monitoring
+from nb2prod.runtime.monitoring.drift import Thresholds, compare, judge, psi
+from nb2prod.runtime.monitoring.feedback import (
+    FeedbackError,
+    LiveQuality,
+    PredictionStore,
+    parse_feedback,
+)
+from nb2prod.runtime.monitoring.metrics import MonitorMetrics
+from nb2prod.runtime.monitoring.monitor import Monitor, MonitorSettings
+from nb2prod.runtime.monitoring.profile import SAMPLE_SIZE, reference_profile, values_profile
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient`")

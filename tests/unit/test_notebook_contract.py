@@ -19,9 +19,10 @@ from typing import Any
 import nbformat
 import pytest
 
-from nb2prod import pipeline, render
+from nb2prod import pipeline
+from nb2prod.build import render
+from nb2prod.build.notebook import parse_parameter, read_notebook
 from nb2prod.errors import ConfigError, NotebookError
-from nb2prod.notebook import parse_parameter, read_notebook
 
 Cells = list[tuple[str, "list[str] | None"]]
 

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..schema import FrameBuilder
 from .alerts import DriftAlerts, WebhookSettings
 from .drift import Thresholds, compare, judge
 from .feedback import LiveQuality, PredictionStore, parse_feedback
-from .monitor_metrics import MonitorMetrics
+from .metrics import MonitorMetrics
 from .profile import numeric_values
-from .schema import FrameBuilder
 
 __all__ = ["Monitor", "MonitorSettings", "monitoring_enabled"]
 

@@ -19,10 +19,11 @@ from typing import Any
 import docker
 import docker.errors
 
-from nb2prod.dockerhost import docker_client
-from nb2prod.errors import ConfigError, PushError
-from nb2prod.models import PushRecord
-from nb2prod.records import read_json, write_json_atomically
+from ..builddir import read_json, write_json_atomically
+from ..engine import docker_client
+from ..errors import ConfigError, PushError
+from ..models import PushRecord
+from ..naming import image_tag, repository_name
 
 _AUTH_FAILURES = (
     "unauthorized",
@@ -152,18 +153,6 @@ def normalize_registry(registry: str) -> str:
             hint="Use e.g. europe-west1-docker.pkg.dev/PROJECT/REPOSITORY or 127.0.0.1:5000",
         )
     return value
-
-
-def repository_name(name: str) -> str:
-    """The model name as an image repository path component (lowercase, [a-z0-9._-])."""
-    value = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("._-")
-    return re.sub(r"[._-]{2,}", "-", value) or "model"
-
-
-def image_tag(version: str) -> str:
-    """The model version as an image tag (``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``)."""
-    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", version).lstrip(".-")
-    return value[:128] or "latest"
 
 
 def is_pushed(build_dir: Path) -> bool:

@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from .dockerhost import docker_client
-from .errors import ParityError, SmokeTestError
-from .models import SmokeCheck, SmokeReport
-from .runtime import contract_checks as checks
+from ..engine import docker_client
+from ..errors import ParityError, SmokeTestError
+from ..models import SmokeCheck, SmokeReport
+from ..runtime import contract_checks as checks
 
 Progress = Callable[[str], None]
 

@@ -25,9 +25,9 @@ from typing import Any
 from cookiecutter.exceptions import CookiecutterException
 from cookiecutter.main import cookiecutter
 
-from . import __version__
-from .errors import ConfigError, NotebookError
-from .models import SERVING_ROLES, TRAINING_ROLES, BuildContext, Cell, NotebookSpec, Requirement
+from .. import __version__
+from ..errors import ConfigError, NotebookError
+from ..models import SERVING_ROLES, TRAINING_ROLES, BuildContext, Cell, NotebookSpec, Requirement
 from .names import BUILTIN_NAMES, name_use
 
 #: What every generated service imports, pinned from this environment.
@@ -42,7 +42,7 @@ SERVING_STACK = (
     "cloudpickle",
 )
 MARKER = ".nb2prod.json"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # nb2prod/
 
 
 def template_dir() -> Path:

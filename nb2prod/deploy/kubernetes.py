@@ -24,9 +24,10 @@ from kubernetes import dynamic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from nb2prod.errors import ConfigError, DeployError
-from nb2prod.models import KubernetesManifests, KubernetesOptions
-from nb2prod.records import read_json, read_optional
+from ..builddir import read_json, read_optional
+from ..errors import ConfigError, DeployError
+from ..models import KubernetesManifests, KubernetesOptions
+from ..naming import dns_label, kubernetes_label_value
 
 PORT = 8080
 RUN_AS_USER = 10001
@@ -99,13 +100,13 @@ def build_manifests(
 ) -> dict[str, dict[str, Any]]:
     """The manifests by file name relative to ``k8s/``."""
     _check(options)
-    name = options.name or resource_name(str(card["name"]))
+    name = options.name or dns_label(str(card["name"]))
     if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
         raise ConfigError(f"{name!r} is not a Kubernetes resource name (a DNS-1035 label)")
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
     labels = {
         **selector,
-        "app.kubernetes.io/version": label_value(str(card["model_version"])),
+        "app.kubernetes.io/version": kubernetes_label_value(str(card["model_version"])),
         "app.kubernetes.io/component": "model-server",
         "app.kubernetes.io/managed-by": "nb2prod",
     }
@@ -327,19 +328,6 @@ def deployable_image(build_dir: Path) -> tuple[str, tuple[str, ...]]:
         f"The image is not pushed; the manifests use the local tag {tag}. Push it "
         "(nb2prod push DIR --registry R) or load it into the cluster (kind load docker-image).",
     )
-
-
-def resource_name(name: str) -> str:
-    """A model name as a DNS-1035 label (what Service names must be)."""
-    value = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]+", "-", name.lower())).strip("-")
-    if not value[:1].isalpha():
-        value = f"model-{value}".rstrip("-")
-    return value[:63].rstrip("-")
-
-
-def label_value(text: str) -> str:
-    """``text`` as a label value: [A-Za-z0-9._-], alphanumeric at both ends, <= 63 chars."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:63].strip("._-")
 
 
 def _load(path: Path) -> dict[str, Any]:

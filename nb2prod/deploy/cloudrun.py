@@ -33,9 +33,10 @@ from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import run_v2
 from google.protobuf import duration_pb2, field_mask_pb2, json_format
 
-from nb2prod.errors import ConfigError, DeployError
-from nb2prod.models import CloudRunDeployment, CloudRunOptions, TrafficOptions, TrafficSplit
-from nb2prod.records import read_json, read_optional, write_text_atomically
+from ..builddir import read_json, read_optional, write_text_atomically
+from ..errors import ConfigError, DeployError
+from ..models import CloudRunDeployment, CloudRunOptions, TrafficOptions, TrafficSplit
+from ..naming import dns_label, google_label_value
 
 PORT = 8080
 CANARY_TAG = "canary"
@@ -144,15 +145,7 @@ def resolve_location(
 
 def service_id_for(name: str) -> str:
     """A model name fitted to Cloud Run's service naming rules."""
-    value = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]+", "-", name.lower())).strip("-")
-    if not value[:1].isalpha():
-        value = f"model-{value}".rstrip("-")
-    return value[:_DEFAULT_SERVICE_ID].rstrip("-")
-
-
-def label_value(text: str) -> str:
-    """``text`` as a Google Cloud label value: lowercase [a-z0-9_-], at most 63 chars."""
-    return re.sub(r"[^a-z0-9_-]+", "-", text.lower())[:63]
+    return dns_label(name, _DEFAULT_SERVICE_ID)
 
 
 def _check(options: CloudRunOptions) -> None:
@@ -202,8 +195,8 @@ def build_service(
         env[DRIFT_WEBHOOK_ENV] = options.drift_webhook
     labels = {
         "managed-by": "nb2prod",
-        "nb2prod-model": label_value(str(card["name"])),
-        "nb2prod-model-version": label_value(str(card["model_version"])),
+        "nb2prod-model": google_label_value(str(card["name"])),
+        "nb2prod-model-version": google_label_value(str(card["model_version"])),
     }
     container = run_v2.Container(
         image=image,

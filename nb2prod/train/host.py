@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import NotebookError, TrainingError
-from .models import BuildContext, TrainedArtifact
+from ..errors import NotebookError, TrainingError
+from ..models import BuildContext, TrainedArtifact
 
 Progress = Callable[[str], None]
 

@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import MonitorError
+from ..errors import MonitorError
 
 __all__ = ["MonitorReport", "format_table", "read_service"]
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import nbformat
 
-from .errors import ConfigError, NotebookError
-from .models import ROLES, SERVING_ROLES, Cell, ImportBinding, NotebookSpec
+from ..errors import ConfigError, NotebookError
+from ..naming import repository_name
+from ..models import ROLES, SERVING_ROLES, Cell, ImportBinding, NotebookSpec
 from .names import name_use
 
 #: Calls that fit state; on the serving path they would re-fit on each request.
@@ -65,7 +66,7 @@ def read_notebook(path: Path, overrides: dict[str, Any] | None = None) -> Notebo
     serving_reads = _resolve_serving_reads(cells, imports, notices)
     return NotebookSpec(
         path=path.resolve(),
-        name=_safe_name(path.stem),
+        name=repository_name(path.stem),
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         cells=tuple(cells),
         imports=tuple(imports.values()),
@@ -384,8 +385,3 @@ def _resolve_serving_reads(
 def _first_line(source: str) -> str:
     return next((line.strip()[:80] for line in source.splitlines() if line.strip()), "")
 
-
-def _safe_name(stem: str) -> str:
-    """The notebook's stem as an image repository name (lowercase; ``.``, ``_``, ``-`` kept)."""
-    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("._-")
-    return name or "model"

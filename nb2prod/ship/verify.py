@@ -20,10 +20,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import ParityError
-from .models import ParityReport, TrainedArtifact
-from .runtime.app import create_app
-from .runtime.contract_checks import compare_predictions, format_mismatches
+from ..errors import ParityError
+from ..models import ParityReport, TrainedArtifact
+from ..runtime.app import create_app
+from ..runtime.contract_checks import compare_predictions, format_mismatches
 
 
 def verify_in_process(artifact: TrainedArtifact) -> ParityReport:

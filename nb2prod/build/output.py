@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputExistsError
+from ..errors import OutputExistsError
 
 MARKER = ".nb2prod.json"
 

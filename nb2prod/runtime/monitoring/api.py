@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
 from .feedback import FeedbackError, quality_metric
-from .monitor_metrics import MonitorMetrics
-from .monitoring import Monitor, monitoring_enabled
+from .metrics import MonitorMetrics
+from .monitor import Monitor, monitoring_enabled
 
 __all__ = ["install_monitoring"]
 

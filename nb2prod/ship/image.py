@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from .dockerhost import docker_client
-from .errors import ImageBuildError, TrainingError
-from .models import ImageResult
+from ..engine import docker_client
+from ..errors import ImageBuildError, TrainingError
+from ..models import ImageResult
+from ..naming import repository_name
 
 Progress = Callable[[str], None]
 
@@ -174,12 +175,6 @@ def split_ref(ref: str) -> tuple[str, str]:
     if not name or "/" in tag:
         return ref, "latest"
     return name, tag
-
-
-def repository_name(name: str) -> str:
-    """A valid Docker repository name from a notebook stem (lowercase, ``[a-z0-9._-]``)."""
-    cleaned = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("._-")
-    return cleaned or "model"
 
 
 def read_card(context_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Monitoring inside the service: reference profile, drift, feedback, alerts, metrics, endpoints."""

@@ -1,0 +1,1 @@
+"""Shipping: the in-process parity check, the image, the container smoke test and the push."""

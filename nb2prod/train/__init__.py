@@ -1,0 +1,1 @@
+"""Training: run the generated train.py on this host or in a container, one failure mapping."""
