@@ -94,6 +94,20 @@ class MonitorError(Nb2ProdError):
     exit_code = 13
 
 
+class MissingExtraError(Nb2ProdError):
+    """Raised when a command needs an optional part of nb2prod that is not installed."""
+
+    exit_code = 14
+
+    def __init__(self, extra: str, what: str, err: ImportError) -> None:
+        missing = err.name or str(err)
+        super().__init__(
+            f"{what} needs the nb2prod[{extra}] extra ({missing} is not installed)",
+            hint=f"pip install 'nb2prod[{extra}]'",
+        )
+        self.extra = extra
+
+
 #: Exit code of ``nb2prod monitor`` when drift is detected (not an error, a verdict).
 DRIFT_EXIT_CODE = 12
 
@@ -118,4 +132,5 @@ EXIT_CODES: dict[str, int] = {
     "deploy failed": DeployError.exit_code,
     "drift detected (monitor)": DRIFT_EXIT_CODE,
     "service unreachable (monitor)": MonitorError.exit_code,
+    "optional part not installed (pip install 'nb2prod[EXTRA]')": MissingExtraError.exit_code,
 }

@@ -69,7 +69,7 @@ def expected_body(revision: str, traffic: list[dict[str, Any]], **container: Any
     return {
         "labels": labels,
         "client": "nb2prod",
-        "clientVersion": cloudrun._nb2prod_version(),
+        "clientVersion": cloudrun.nb2prod_version(),
         "template": {
             "revision": revision,
             "labels": labels,
