@@ -19,9 +19,10 @@ from typing import Any
 import nbformat
 
 from ..errors import ConfigError, NotebookError
-from ..naming import repository_name
 from ..models import ROLES, SERVING_ROLES, Cell, ImportBinding, NotebookSpec
+from ..naming import repository_name
 from .names import name_use
+from .secrets import refuse_secret_parameters
 
 #: Calls that fit state; on the serving path they would re-fit on each request.
 FIT_METHODS = frozenset({"fit", "fit_transform", "fit_predict", "partial_fit", "fit_resample"})
@@ -60,6 +61,7 @@ def read_notebook(path: Path, overrides: dict[str, Any] | None = None) -> Notebo
     _require_roles(cells)
     parameters = _parameters(cells)
     applied = _apply_overrides(parameters, overrides or {}, cells)
+    refuse_secret_parameters(cells, applied)
     _refuse_fitting_on_serving_path(cells)
     preprocess_style = _style(cells, "preprocess")
     predict_style = _style(cells, "predict")
@@ -384,4 +386,3 @@ def _resolve_serving_reads(
 
 def _first_line(source: str) -> str:
     return next((line.strip()[:80] for line in source.splitlines() if line.strip()), "")
-
