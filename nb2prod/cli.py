@@ -6,6 +6,7 @@ stderr and the class's exit code; tracebacks only with ``--debug``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import traceback
@@ -17,6 +18,7 @@ import click
 
 from . import __version__, pipeline
 from .build.notebook import parse_parameter
+from .builddir import BuildDir
 from .errors import EXIT_CODES, ConfigError, DriftDetected, Nb2ProdError
 from .models import (
     BuildOptions,
@@ -196,10 +198,10 @@ def build(
     )
     result = pipeline.build(options, progress=None if quiet else _say)
     card = result.artifact.card
-    metrics = ", ".join(f"{k}={v:.4g}" for k, v in card.get("metrics", {}).items())
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in card.metrics.items())
     image = f"; image {result.image.tags[0]}" if result.image else ""
     click.echo(
-        f"built {result.context.path} (model {card['model_version']}"
+        f"built {result.context.path} (model {card.model_version}"
         + (f"; {metrics}" if metrics else "")
         + image
         + ")"
@@ -215,12 +217,12 @@ def serve(directory: Path, host: str, port: int) -> None:
 
     Endpoints: POST /predict, GET /healthz, /readyz, /metadata, /metrics, /docs.
     """
-    card = directory / "model" / "model_card.json"
-    if not card.is_file():
+    if not BuildDir(directory).card_path.is_file():
         raise ConfigError(
             f"{directory} has no trained model (no model/model_card.json)",
             hint="Build it first: nb2prod build NOTEBOOK --no-docker -o DIR.",
         )
+    BuildDir(directory).card()  # an old or hand-edited card: one clear error, before uvicorn
     import uvicorn
 
     _say(f"serving {directory} on http://{host}:{port} (docs at /docs)")
@@ -238,12 +240,97 @@ def serve(directory: Path, host: str, port: int) -> None:
 BUILD_DIR = click.Path(path_type=Path, file_okay=False, exists=True)
 
 
-def _given(**flags: Any) -> dict[str, Any]:
-    """The flags the user gave: the rest keep each target's own defaults."""
-    return {name: value for name, value in flags.items() if value is not None}
+#: Each deploy target's options record: the one place its defaults are set.
+DEPLOY_TARGETS: dict[str, type[CloudRunOptions] | type[KubernetesOptions]] = {
+    "cloudrun": CloudRunOptions,
+    "kubernetes": KubernetesOptions,
+}
+_TARGET_TITLES = {"cloudrun": "Cloud Run", "kubernetes": "Kubernetes"}
+#: Record defaults not worth showing in --help: "not set" and flags that are off.
+_NO_DEFAULT = (None, False, dataclasses.MISSING)
 
 
-def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
+def _record_default(target: str, field_name: str) -> Any:
+    """A field's default in ``target``'s options record (None when it has none to show)."""
+    for record_field in dataclasses.fields(DEPLOY_TARGETS[target]):
+        if record_field.name == field_name:
+            return record_field.default
+    raise AssertionError(f"{DEPLOY_TARGETS[target].__name__} has no field {field_name}")
+
+
+class TargetOption(click.Option):
+    """A deploy option that belongs to some targets: ``fields`` maps each to its record field.
+
+    The option itself has no default; its help shows each target's default, read from
+    the options records, so the records stay the only place defaults are set.
+    """
+
+    def __init__(self, *args: Any, fields: dict[str, str], **kwargs: Any) -> None:
+        self.fields = fields
+        defaults = {
+            target: _record_default(target, name)
+            for target, name in fields.items()
+            # "is", not "in": 0 is a default worth showing, and 0 == False.
+            if not any(_record_default(target, name) is v for v in _NO_DEFAULT)
+        }
+        if len(defaults) == 1 and len(fields) == 1:
+            kwargs["help"] += f" Default: {next(iter(defaults.values()))}."
+        elif defaults:
+            shown = ", ".join(f"{value} ({target})" for target, value in defaults.items())
+            kwargs["help"] += f" Default: {shown}."
+        super().__init__(*args, **kwargs)
+
+
+class DeployCommand(click.Command):
+    """Lists deploy's options in sections: both targets, Cloud Run only, Kubernetes only."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"Options (both targets)": []}
+        for target, title in _TARGET_TITLES.items():
+            sections[f"{title} only (--target {target})"] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None or not isinstance(param, click.Option):
+                continue
+            fields = param.fields if isinstance(param, TargetOption) else DEPLOY_TARGETS
+            if len(fields) == 1:
+                target = next(iter(fields))
+                sections[f"{_TARGET_TITLES[target]} only (--target {target})"].append(record)
+            else:
+                sections["Options (both targets)"].append(record)
+        for title, records in sections.items():
+            with formatter.section(title):
+                formatter.write_dl(records)
+
+
+def _given(ctx: click.Context, target: str) -> dict[str, Any]:
+    """The deploy flags the user gave, as fields of ``target``'s options record.
+
+    Flags left out are not passed on, so each target keeps its record's defaults. A flag
+    of the other target is a usage error (exit 2), never silently ignored.
+    """
+    given: dict[str, Any] = {}
+    foreign = []
+    for param in ctx.command.params:
+        if not isinstance(param, TargetOption) or param.name is None:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source is None or source == click.core.ParameterSource.DEFAULT:
+            continue
+        if target in param.fields:
+            given[param.fields[target]] = ctx.params[param.name]
+        else:
+            only = " or ".join(f"--target {name}" for name in param.fields)
+            foreign.append(f"{param.opts[0]} applies to {only} only")
+    if foreign:
+        raise click.UsageError("; ".join(foreign), ctx)
+    return given
+
+
+def _env_pairs(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    """``--env NAME=VALUE`` flags as a dict (a click callback)."""
     pairs: dict[str, str] = {}
     for value in values:
         name, sep, text = value.partition("=")
@@ -271,61 +358,139 @@ def push(directory: Path, registry: str) -> None:
     click.echo(record.image)
 
 
-@cli.command()
+def _cloudrun(field_name: str) -> dict[str, str]:
+    return {"cloudrun": field_name}
+
+
+def _kubernetes(field_name: str) -> dict[str, str]:
+    return {"kubernetes": field_name}
+
+
+def _both(cloudrun: str, kubernetes: str | None = None) -> dict[str, str]:
+    return {"cloudrun": cloudrun, "kubernetes": kubernetes or cloudrun}
+
+
+@cli.command(cls=DeployCommand)
 @click.argument("directory", type=BUILD_DIR)
 @click.option(
     "--target",
-    type=click.Choice(["cloudrun", "kubernetes"]),
+    type=click.Choice(list(DEPLOY_TARGETS)),
     default="cloudrun",
     show_default=True,
+    help="Where to deploy. Each option below says which target it belongs to.",
 )
-@click.option("--project", help="GCP project. Default: GOOGLE_CLOUD_PROJECT, then gcloud config.")
-@click.option("--region", help="Cloud Run region. Default: CLOUDSDK_RUN_REGION, gcloud config.")
-@click.option("--service", help="Service name. Default: the notebook's name.")
 @click.option("--registry", help="Push here first if the current image isn't pushed yet.")
 @click.option(
-    "--canary", type=click.IntRange(1, 99), help="Send PERCENT of traffic to the new revision."
+    "--service",
+    cls=TargetOption,
+    fields=_both("service", "name"),
+    help="Service name. Default: the notebook's name.",
+)
+@click.option("--cpu", cls=TargetOption, fields=_both("cpu"), help="CPU limit.")
+@click.option("--memory", cls=TargetOption, fields=_both("memory"), help="Memory limit.")
+@click.option(
+    "--min-instances",
+    type=int,
+    cls=TargetOption,
+    fields=_both("min_instances", "min_replicas"),
+    help="Fewest instances (replicas).",
 )
 @click.option(
-    "--concurrency", type=int, default=80, show_default=True, help="Requests per instance."
+    "--max-instances",
+    type=int,
+    cls=TargetOption,
+    fields=_both("max_instances", "max_replicas"),
+    help="Most instances (replicas).",
 )
-@click.option("--cpu", default=None, help="CPU limit (Cloud Run default 1).")
-@click.option("--memory", default=None, help="Memory limit (Cloud Run default 512Mi).")
-@click.option("--min-instances", type=int, default=None, help="Cloud Run default 0; Kubernetes 2.")
 @click.option(
-    "--max-instances", type=int, default=None, help="Cloud Run default 100; Kubernetes 10."
+    "--env",
+    multiple=True,
+    metavar="NAME=VALUE",
+    callback=_env_pairs,
+    cls=TargetOption,
+    fields=_both("env"),
+    help="Environment variable. Repeatable.",
 )
-@click.option("--timeout", "timeout_seconds", type=int, default=300, show_default=True)
-@click.option("--service-account", help="Service account the revision runs as.")
-@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Environment variable.")
-@click.option("--drift-webhook", help="URL for drift events (NB2PROD_DRIFT_WEBHOOK).")
-@click.option("--dry-run", is_flag=True, help="Print the request and write service.yaml only.")
-@click.option("--namespace", help="Kubernetes namespace.")
-@click.option("--apply", is_flag=True, help="Kubernetes: apply to the current kubeconfig context.")
-@click.option("--kserve", is_flag=True, help="Kubernetes: also write a KServe InferenceService.")
-@click.option("--endpoint", hidden=True, help="Cloud Run API endpoint (tests).")
+@click.option(
+    "--drift-webhook",
+    cls=TargetOption,
+    fields=_both("drift_webhook"),
+    help="URL for drift events (NB2PROD_DRIFT_WEBHOOK).",
+)
+@click.option(
+    "--project",
+    cls=TargetOption,
+    fields=_cloudrun("project"),
+    help="GCP project. Default: GOOGLE_CLOUD_PROJECT, then gcloud config.",
+)
+@click.option(
+    "--region",
+    cls=TargetOption,
+    fields=_cloudrun("region"),
+    help="Cloud Run region. Default: CLOUDSDK_RUN_REGION, then gcloud config.",
+)
+@click.option(
+    "--canary",
+    type=click.IntRange(1, 99),
+    metavar="PERCENT",
+    cls=TargetOption,
+    fields=_cloudrun("canary"),
+    help="Send PERCENT of traffic to the new revision, tagged canary.",
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    cls=TargetOption,
+    fields=_cloudrun("concurrency"),
+    help="Requests per instance.",
+)
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=int,
+    metavar="SECONDS",
+    cls=TargetOption,
+    fields=_cloudrun("timeout_seconds"),
+    help="Request timeout.",
+)
+@click.option(
+    "--service-account",
+    cls=TargetOption,
+    fields=_cloudrun("service_account"),
+    help="Service account the revision runs as.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    cls=TargetOption,
+    fields=_cloudrun("dry_run"),
+    help="Print the request and write service.yaml only.",
+)
+@click.option(
+    "--endpoint",
+    hidden=True,
+    cls=TargetOption,
+    fields=_cloudrun("endpoint"),
+    help="Cloud Run API endpoint (tests).",
+)
+@click.option("--namespace", cls=TargetOption, fields=_kubernetes("namespace"), help="Namespace.")
+@click.option(
+    "--apply",
+    is_flag=True,
+    cls=TargetOption,
+    fields=_kubernetes("apply"),
+    help="Apply to the current kubeconfig context.",
+)
+@click.option(
+    "--kserve",
+    is_flag=True,
+    cls=TargetOption,
+    fields=_kubernetes("kserve"),
+    help="Also write a KServe InferenceService.",
+)
+@click.pass_context
 def deploy(
-    directory: Path,
-    target: str,
-    project: str | None,
-    region: str | None,
-    service: str | None,
-    registry: str | None,
-    canary: int | None,
-    concurrency: int,
-    cpu: str | None,
-    memory: str | None,
-    min_instances: int | None,
-    max_instances: int | None,
-    timeout_seconds: int,
-    service_account: str | None,
-    env: tuple[str, ...],
-    drift_webhook: str | None,
-    dry_run: bool,
-    namespace: str | None,
-    apply: bool,
-    kserve: bool,
-    endpoint: str | None,
+    ctx: click.Context, directory: Path, target: str, registry: str | None, **_: Any
 ) -> None:
     """Deploy a built DIRECTORY to Cloud Run (default) or write Kubernetes manifests.
 
@@ -334,20 +499,11 @@ def deploy(
     Application Default Credentials, by image digest, and writes
     DIRECTORY/service.yaml (for `gcloud run services replace`).
     Kubernetes: writes DIRECTORY/k8s/ (Deployment, Service, HPA, PDB).
+    An option of the other target is refused (exit 2).
     """
+    given = _given(ctx, target)
     if target == "kubernetes":
-        k8s = KubernetesOptions(
-            build_dir=directory,
-            namespace=namespace,
-            name=service,
-            env=_env_pairs(env),
-            drift_webhook=drift_webhook,
-            kserve=kserve,
-            apply=apply,
-            **_given(
-                cpu=cpu, memory=memory, min_replicas=min_instances, max_replicas=max_instances
-            ),
-        )
+        k8s = KubernetesOptions(build_dir=directory, **given)
         manifests = pipeline.deploy_kubernetes(k8s, registry, progress=_say)
         for note in manifests.notes:
             _say(f"note: {note}")
@@ -355,21 +511,7 @@ def deploy(
         for applied in manifests.applied:
             click.echo(f"applied {applied}")
         return
-    options = CloudRunOptions(
-        build_dir=directory,
-        project=project,
-        region=region,
-        service=service,
-        canary=canary,
-        concurrency=concurrency,
-        timeout_seconds=timeout_seconds,
-        service_account=service_account,
-        env=_env_pairs(env),
-        drift_webhook=drift_webhook,
-        dry_run=dry_run,
-        endpoint=endpoint,
-        **_given(cpu=cpu, memory=memory, min_instances=min_instances, max_instances=max_instances),
-    )
+    options = CloudRunOptions(build_dir=directory, **given)
     _print_deployment(pipeline.deploy_cloudrun(options, registry, progress=_say))
 
 

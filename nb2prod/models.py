@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the runtime's typed card; models itself imports nothing from nb2prod
+    from .runtime.card import GoldenSet, ModelCard
 
 #: Roles nb2prod acts on, in the order a reader meets them.
 ROLES = ("parameters", "load", "preprocess", "train", "evaluate", "predict", "monitor", "skip")
@@ -114,17 +117,18 @@ class BuildContext:
 
 @dataclass(frozen=True)
 class TrainedArtifact:
-    """The model/ directory train.py wrote, with its card."""
+    """The model/ directory train.py wrote, with its card and golden set."""
 
     context: BuildContext
     model_dir: Path
-    card: dict[str, Any]
+    card: ModelCard
+    golden: GoldenSet
     seconds: float
 
     @property
     def model_version(self) -> str:
         """The content-derived model version from the card."""
-        return str(self.card["model_version"])
+        return self.card.model_version
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,19 @@ class ImageResult:
 
 
 @dataclass(frozen=True)
+class ImageRecord:
+    """The image the last build made (``DIR/.nb2prod/image.json``)."""
+
+    image_id: str
+    tags: list[str]
+    size_bytes: int
+    base_image: str
+    built_at: str  # ISO 8601, UTC
+    seconds: float
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SmokeCheck:
     """One smoke check against the running container."""
 
@@ -204,7 +221,7 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-# -- push and deploy (issue 5) ------------------------------------------------------------
+# -- push and deploy ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 # Heavy stages (FastAPI, docker, Google and Kubernetes clients) are imported where
 # they are used, so `nb2prod check` stays a fast lint.
-from .build import notebook, output, render
+from .build import notebook, output, render, requirements
+from .build import plan as build_plan
+from .builddir import BuildDir
+from .engine import Engine, connect
 from .models import (
     BuildContext,
     BuildOptions,
@@ -28,13 +31,13 @@ from .models import (
     KubernetesOptions,
     NotebookSpec,
     PushRecord,
+    Requirement,
     TrafficOptions,
-    TrainedArtifact,
 )
-from .train import host as trainer
 
 if TYPE_CHECKING:
     from .deploy.monitor import MonitorReport
+    from .runtime.plan import ServingPlan
 
 Progress = Callable[[str], None]
 
@@ -45,10 +48,17 @@ def _quiet(_: str) -> None:
 
 def check(path: Path, parameters: dict[str, Any] | None = None) -> NotebookSpec:
     """Validate the notebook contract without writing anything (``nb2prod check``)."""
-    spec = notebook.read_notebook(path, parameters)
-    render.serving_plan(spec)  # the serving shape problems check must catch too
-    render.resolve_requirements(spec)
+    spec, _, _ = _analyse(path, parameters)
     return spec
+
+
+def _analyse(
+    path: Path, parameters: dict[str, Any] | None
+) -> tuple[NotebookSpec, ServingPlan, tuple[Requirement, ...]]:
+    """Read the notebook, plan its serving and pin its imports: once per command."""
+    spec = notebook.read_notebook(path, parameters)
+    plan = build_plan.serving_plan(spec)  # the serving shape problems check must catch too
+    return spec, plan, requirements.resolve_requirements(spec)
 
 
 def default_output(spec: NotebookSpec) -> Path:
@@ -64,11 +74,11 @@ def generate(
     template: Path | None = None,
 ) -> BuildContext:
     """Write the build context for ``path`` and nothing else (``nb2prod generate``)."""
-    spec = check(path, parameters)
+    spec, plan, pins = _analyse(path, parameters)
     target = (output_dir or default_output(spec)).resolve()
     with output.staged_directory(target, force) as staging:
-        render.render_context(spec, staging, template, final=target)
-    return BuildContext(path=target, spec=spec, requirements=render.resolve_requirements(spec))
+        render.render_context(spec, plan, pins, staging, template, final=target)
+    return BuildContext(path=target, spec=spec, requirements=pins)
 
 
 def build(options: BuildOptions, progress: Progress | None = None) -> BuildResult:
@@ -92,26 +102,29 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
             timings[stage] = round(time.perf_counter() - started, 3)
 
     with timed("check"):
-        spec = check(options.notebook, options.parameters)
+        spec, plan, pins = _analyse(options.notebook, options.parameters)
     for notice in spec.notices:
         say(f"notice: {notice}")
-    if options.docker:
-        from .ship import image
-
-        image.connect()  # fail before training when there is no engine
+    engine = connect() if options.docker else None  # fail before training when there is none
     target = (options.output or default_output(spec)).resolve()
     in_container = options.docker and not options.train_on_host
     with output.staged_directory(target, options.force) as staging:
         with timed("generate"):
-            staged = render.render_context(spec, staging, options.template, final=target)
+            staged = render.render_context(
+                spec, plan, pins, staging, options.template, final=target
+            )
         say(f"[1/{steps}] generated build context for {spec.path.name}")
         where = "in a container built from the image's pins" if in_container else "on this host"
         say(f"[2/{steps}] training {where} (python train.py, fresh process)")
         with timed("train"):
-            if in_container:
-                artifact = _train_in_container(staged, options, stream)
-            else:
-                artifact = trainer.train_on_host(staged, stream)
+            from .train import load_artifact, train
+
+            artifact = train(
+                staged,
+                stream,
+                engine=engine if in_container else None,
+                base_image=options.base_image,
+            )
         with timed("parity"):
             from .ship import verify
 
@@ -121,33 +134,18 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
             "predictions"
         )
     context = BuildContext(path=target, spec=spec, requirements=staged.requirements)
-    artifact = trainer.load_artifact(context, artifact.seconds)
+    artifact = load_artifact(context, artifact.seconds)
     result = BuildResult(context=context, artifact=artifact, parity=parity, timings=timings)
-    if not options.docker:
+    if engine is None:
         _write_reports(options, result)
         return result
-    return _build_and_smoke(options, result, say, stream, timed)
-
-
-def _train_in_container(
-    staged: BuildContext, options: BuildOptions, stream: Progress | None
-) -> TrainedArtifact:
-    from .ship import image
-
-    started = time.perf_counter()
-    image.train_in_container(
-        staged.path,
-        staged.spec.path.parent,
-        base_image=options.base_image,
-        quiet=options.quiet,
-        progress=stream,
-    )
-    return trainer.load_artifact(staged, time.perf_counter() - started)
+    return _build_and_smoke(options, result, engine, say, stream, timed)
 
 
 def _build_and_smoke(
     options: BuildOptions,
     result: BuildResult,
+    engine: Engine,
     say: Progress,
     stream: Progress | None,
     timed: Callable[[str], AbstractContextManager[None]],
@@ -163,14 +161,21 @@ def _build_and_smoke(
             base_image=options.base_image,
             quiet=options.quiet,
             progress=stream,
+            engine=engine,
         )
     result = replace(result, image=built)
     say(f"      {', '.join(built.tags)} ({built.size_bytes / 1e6:.0f} MB)")
     say("[5/5] smoke-testing the container")
     with timed("smoke"):
-        report = smoke.run_smoke_checks(built.tags[0], result.artifact.card, progress=stream)
+        report = smoke.run_smoke_checks(
+            built.tags[0],
+            result.artifact.card,
+            result.artifact.golden,
+            engine=engine,
+            progress=stream,
+        )
     result = replace(result, smoke=report)
-    smoke.write_report_json(report, target / ".nb2prod" / "smoke.json")
+    BuildDir(target).write_smoke(smoke.report_to_dict(report))
     _write_reports(options, result)
     smoke.raise_for_report(report, built.tags[0])
     return result
@@ -193,9 +198,9 @@ def summary(result: BuildResult) -> dict[str, Any]:
         "ok": result.parity.ok and (result.smoke is None or result.smoke.ok),
         "notebook": str(result.context.spec.path),
         "build_dir": str(result.context.path),
-        "model_version": card["model_version"],
-        "trained_in": card.get("trained_in"),
-        "metrics": card.get("metrics", {}),
+        "model_version": card.model_version,
+        "trained_in": card.trained_in,
+        "metrics": card.metrics,
         "parity": {"rows": result.parity.rows, "ok": result.parity.ok},
         "timings": result.timings,
         "image": None,
@@ -228,7 +233,7 @@ def deploy_cloudrun(
     from .deploy import cloudrun
     from .ship import push as push_stage
 
-    if registry and not options.dry_run and not push_stage.is_pushed(options.build_dir):
+    if registry and not options.dry_run and not BuildDir(options.build_dir).is_pushed():
         push_stage.push_image(options.build_dir, registry, progress)
     return cloudrun.deploy(options)
 
@@ -240,7 +245,7 @@ def deploy_kubernetes(
     from .deploy import kubernetes
     from .ship import push as push_stage
 
-    if registry and not push_stage.is_pushed(options.build_dir):
+    if registry and not BuildDir(options.build_dir).is_pushed():
         push_stage.push_image(options.build_dir, registry, progress)
     return kubernetes.deploy(options)
 

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..builddir import BuildDir
 from ..errors import OutputExistsError
-
-MARKER = ".nb2prod.json"
 
 
 def check_replaceable(target: Path, force: bool) -> None:
@@ -26,7 +25,7 @@ def check_replaceable(target: Path, force: bool) -> None:
         raise OutputExistsError(
             f"{target} is a file, not a build directory", hint="Choose another -o DIR."
         )
-    if any(target.iterdir()) and not (target / MARKER).is_file():
+    if any(target.iterdir()) and not BuildDir(target).build_record_path.is_file():
         raise OutputExistsError(
             f"{target} exists and was not written by nb2prod; refusing to overwrite it",
             hint="Choose another -o DIR, or pass --force to replace it.",

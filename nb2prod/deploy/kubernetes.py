@@ -6,6 +6,8 @@ Service, a CPU-based HPA and a PodDisruptionBudget beside it. ``--kserve`` adds 
 KServe ``InferenceService`` (custom predictor) in ``k8s/kserve/``, kept apart so
 ``kubectl apply -f k8s/`` does not run the model twice. ``--apply`` server-side
 applies the manifests with the official client against the current kubeconfig.
+Needs the ``kubernetes`` extra; without it, importing this module raises
+MissingExtraError, which names the extra to install.
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import urllib3.exceptions
-import yaml
-from kubernetes import config as kube_config
-from kubernetes import dynamic
-from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
-
-from ..builddir import read_json, read_optional
-from ..errors import ConfigError, DeployError
+from ..builddir import BuildDir
+from ..errors import ConfigError, DeployError, MissingExtraError
 from ..models import KubernetesManifests, KubernetesOptions
 from ..naming import dns_label, kubernetes_label_value
+from ..runtime.card import ModelCard
+
+try:
+    import urllib3.exceptions
+    import yaml
+    from kubernetes import config as kube_config
+    from kubernetes import dynamic
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+except ImportError as err:
+    raise MissingExtraError("kubernetes", "deploying to Kubernetes", err) from err
 
 PORT = 8080
 RUN_AS_USER = 10001
@@ -66,16 +72,16 @@ def deploy(options: KubernetesOptions) -> KubernetesManifests:
 def write_manifests(options: KubernetesOptions) -> KubernetesManifests:
     """Render every manifest and swap ``DIR/k8s/`` into place in one step."""
     build_dir = Path(options.build_dir)
-    card = read_json(build_dir / "model" / "model_card.json", "python train.py")
+    card = BuildDir(build_dir).card()
     image, notes = deployable_image(build_dir)
     documents = build_manifests(options, card, image)
     if options.min_replicas < 2:
         notes += ("With one replica the PodDisruptionBudget (minAvailable: 1) blocks drains.",)
-    target = build_dir / "k8s"
+    target = BuildDir(build_dir).k8s_dir
     staging = Path(tempfile.mkdtemp(prefix=".k8s.", dir=build_dir))
     try:
         files = []
-        header = f"# Written by nb2prod for {card['name']} {card['model_version']}.\n"
+        header = f"# Written by nb2prod for {card.name} {card.model_version}.\n"
         for relative, document in documents.items():
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,17 +102,17 @@ def write_manifests(options: KubernetesOptions) -> KubernetesManifests:
 
 
 def build_manifests(
-    options: KubernetesOptions, card: dict[str, Any], image: str
+    options: KubernetesOptions, card: ModelCard, image: str
 ) -> dict[str, dict[str, Any]]:
     """The manifests by file name relative to ``k8s/``."""
     _check(options)
-    name = options.name or dns_label(str(card["name"]))
+    name = options.name or dns_label(card.name)
     if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
         raise ConfigError(f"{name!r} is not a Kubernetes resource name (a DNS-1035 label)")
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
     labels = {
         **selector,
-        "app.kubernetes.io/version": kubernetes_label_value(str(card["model_version"])),
+        "app.kubernetes.io/version": kubernetes_label_value(card.model_version),
         "app.kubernetes.io/component": "model-server",
         "app.kubernetes.io/managed-by": "nb2prod",
     }
@@ -315,15 +321,11 @@ def _api_message(err: ApiException) -> str:
 
 def deployable_image(build_dir: Path) -> tuple[str, tuple[str, ...]]:
     """The pushed image by digest; else the local tag, with a note on loading it."""
-    push = read_optional(build_dir / ".nb2prod" / "push.json")
-    built = read_optional(build_dir / ".nb2prod" / "image.json")
-    if push and (not built or push.get("image_id") in ("", None, built.get("image_id"))):
-        return str(push["image"]), ()
-    if not built or not built.get("tags"):
-        raise ConfigError(
-            f"{build_dir} has no built image", hint="Run nb2prod build (with Docker) first."
-        )
-    tag = str(built["tags"][0])
+    layout = BuildDir(build_dir)
+    push, stale = layout.current_push()
+    if push and not stale:
+        return push.image, ()
+    tag = layout.require_image().tags[0]
     return tag, (
         f"The image is not pushed; the manifests use the local tag {tag}. Push it "
         "(nb2prod push DIR --registry R) or load it into the cluster (kind load docker-image).",

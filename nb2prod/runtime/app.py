@@ -1,13 +1,18 @@
 """The FastAPI service of a trained model: ``create_app(model_dir, model_code)``.
 
 Endpoints: ``POST /predict``, ``GET /healthz`` (liveness), ``GET /readyz`` (503 until the model is
-loaded), ``GET /metadata`` (the model card) and ``GET /metrics`` (Prometheus).
+loaded), ``GET /metadata`` (the public part of the model card, ``metadata.py``) and
+``GET /metrics`` (Prometheus).
 
 Extension point (monitoring, issue 4): ``app.state.after_predict`` is a list of hooks called after
 every successful prediction as ``hook(frame, predictions, request_id)``, with the raw request frame
 (schema columns and dtypes, before preprocessing) and the JSON-ready predictions. Hooks run on the
 request path, so they must be cheap (queue heavy work); an exception in a hook is logged and never
 fails the request. ``app.state.predictor`` holds the loaded :class:`~.loader.Predictor`.
+
+Request bodies are bounded before they are read (``limits.py``) and parsed off the event loop
+when large (``request_body.py``); the request id, access log and metrics middleware is in
+``middleware.py``.
 """
 
 from __future__ import annotations
@@ -16,39 +21,32 @@ import gc
 import json
 import logging
 import os
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import pandas as pd
-from fastapi import FastAPI, Request, Response
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    WithJsonSchema,
-    create_model,
-)
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .loader import Predictor, read_card
-from .logs import configure_logging, http_request_fields, trace_fields
+from .admin import admin_guard
+from .limits import BodyLimitMiddleware, Limits
+from .loader import Predictor, load_card
+from .logs import configure_logging
+from .metadata import public_metadata, relative_notebook_path
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from .middleware import PredictRoute, RequestContextMiddleware
 from .monitoring.api import install_monitoring
+from .request_body import BodyError, PredictBodyParser, build_request_models
 
 __all__ = ["AfterPredictHook", "RequestContextMiddleware", "build_request_models", "create_app"]
 
 logger = logging.getLogger("nb2prod.service")
-access_logger = logging.getLogger("nb2prod.access")
 
 #: ``hook(frame, predictions, request_id)``, called after each successful prediction.
 AfterPredictHook = Callable[[pd.DataFrame, list[Any], str], None]
@@ -58,109 +56,11 @@ AfterPredictHook = Callable[[pd.DataFrame, list[Any], str], None]
 #: batches go to a thread so that /healthz keeps answering.
 INLINE_MAX_ROWS = 64
 
+#: Large bodies decoded and predicted at once. The work holds the GIL in short steps, so
+#: more at once would not be faster, only keep more decoded rows in memory.
+LARGE_BODIES_AT_ONCE = 2
+
 _JSON = "application/json"
-_REQUEST_ID_MAX = 200
-_ROW_SOURCES = ("instances", "dataframe_records", "dataframe_split")
-
-# --- request models --------------------------------------------------------------------------
-
-_KIND_TYPES: dict[str, Any] = {
-    "number": float,
-    "integer": int,
-    "boolean": bool,
-    "string": str,
-    "datetime": datetime,
-}
-
-
-def _level_text(value: Any) -> Any:
-    # Category levels are strings in the schema; accept 3 for level "3".
-    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-
-def _column_type(column: Mapping[str, Any]) -> Any:
-    kind = column["kind"]
-    levels = column.get("levels")
-    annotation: Any
-    if kind == "category" and levels:
-        annotation = Annotated[Literal.__getitem__(tuple(levels)), BeforeValidator(_level_text)]
-    else:
-        annotation = _KIND_TYPES.get(kind, str)
-    return annotation | None if column.get("nullable") else annotation
-
-
-def _field_name(index: int, column: str) -> str:
-    # A safe, unique identifier; the real column name is the alias (what clients send).
-    stem = "".join(char if char.isalnum() else "_" for char in column.lower()).strip("_")
-    return f"c{index}_{stem[:40]}" if stem.isascii() else f"c{index}"
-
-
-def _split_to_records(value: Any) -> Any:
-    """MLflow's ``{"columns": [...], "data": [[...], ...]}`` -> records, validated as rows."""
-    if not isinstance(value, Mapping):
-        raise ValueError("dataframe_split must be an object with 'columns' and 'data'")
-    columns, data = value.get("columns"), value.get("data")
-    if not isinstance(columns, list) or not isinstance(data, list):
-        raise ValueError("dataframe_split needs 'columns' (a list of names) and 'data' (rows)")
-    records = []
-    for number, row in enumerate(data):
-        if not isinstance(row, list) or len(row) != len(columns):
-            raise ValueError(f"data[{number}] must be a list of {len(columns)} values")
-        records.append(dict(zip(columns, row, strict=True)))
-    return records
-
-
-_SPLIT_SCHEMA = {
-    "type": "object",
-    "description": "MLflow's pandas 'split' orient: column names and rows of values.",
-    "properties": {
-        "columns": {"type": "array", "items": {"type": "string"}},
-        "data": {"type": "array", "items": {"type": "array", "items": {}}},
-        "index": {"type": "array", "items": {}},
-    },
-    "required": ["columns", "data"],
-}
-
-
-def build_request_models(schema: Mapping[str, Any]) -> tuple[type[BaseModel], list[str]]:
-    """The ``/predict`` body model for a schema, and its row model's field names in column order.
-
-    One typed field per input column (aliased to the real column name, so names with spaces or
-    slashes work); unknown keys are ignored.
-    """
-    columns = list(schema["columns"])
-    field_names = [_field_name(index, column["name"]) for index, column in enumerate(columns)]
-    fields: dict[str, Any] = {}
-    for name, column in zip(field_names, columns, strict=True):
-        example = column.get("example")
-        fields[name] = (
-            _column_type(column),
-            Field(
-                alias=column["name"],
-                examples=[example] if example is not None else None,
-                description=f"{column['kind']} ({column['dtype']})",
-            ),
-        )
-    row_model = create_model(
-        "InputRow", __config__=ConfigDict(extra="ignore", populate_by_name=False), **fields
-    )
-    rows = Annotated[list[row_model], Field(min_length=1)]  # type: ignore[valid-type]
-    example_row = {column["name"]: column.get("example") for column in columns}
-    request_model = create_model(
-        "PredictRequest",
-        __config__=ConfigDict(
-            extra="ignore", json_schema_extra={"examples": [{"instances": [example_row]}]}
-        ),
-        __doc__="Rows to predict: send exactly one of the three fields.",
-        instances=(rows | None, Field(default=None, description="Rows as {column: value}.")),
-        dataframe_records=(rows | None, Field(default=None, description="MLflow's records.")),
-        dataframe_split=(
-            Annotated[rows, BeforeValidator(_split_to_records), WithJsonSchema(_SPLIT_SCHEMA)]
-            | None,
-            Field(default=None),
-        ),
-    )
-    return request_model, field_names
 
 
 def _openapi_components(request_model: type[BaseModel]) -> dict[str, Any]:
@@ -175,171 +75,6 @@ def _openapi_components(request_model: type[BaseModel]) -> dict[str, Any]:
 
 def _json(content: Any, status: int = 200) -> Response:
     return Response(json.dumps(content, default=str), status_code=status, media_type=_JSON)
-
-
-def _validation_error(errors: list[dict[str, Any]]) -> Response:
-    """A 422 in FastAPI's own validation shape: ``{"detail": [{"loc": [...], ...}]}``."""
-    return _json({"detail": errors}, 422)
-
-
-def _no_rows_error() -> Response:
-    return _validation_error(
-        [
-            {
-                "type": "missing",
-                "loc": ["body", "instances"],
-                "msg": "Field required: send one of 'instances', 'dataframe_records' "
-                "or 'dataframe_split'",
-                "input": None,
-            }
-        ]
-    )
-
-
-# --- middleware ------------------------------------------------------------------------------
-
-
-def _header_value(raw: bytes) -> str:
-    return raw.decode("latin-1")
-
-
-def _route_label(scope: Scope, status: int) -> str:
-    """The metrics ``path`` label: the route template, so that label values stay bounded.
-
-    FastAPI records its own routes in ``scope["route"]``; the few plain Starlette routes (docs)
-    have fixed paths, so their path is used. Anything else that 404s is "unmatched".
-    """
-    route = scope.get("route")
-    if route is not None:
-        return str(getattr(route, "path", "unmatched"))
-    return "unmatched" if status == 404 else str(scope["path"])
-
-
-class _PredictRoute(Route):
-    """A plain Starlette route that records itself in the scope as FastAPI's routes do."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"] = self
-        await super().handle(scope, receive, send)
-
-
-class RequestContextMiddleware:
-    """Request id, access log line and request metrics, as a plain ASGI middleware.
-
-    ``X-Request-ID`` is echoed when the client sent a sane one, else a uuid4 hex is generated;
-    it is put in ``scope["state"]["request_id"]`` and on every response. An exception that
-    escapes the app becomes a logged (with traceback) 500.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, trace_project: str | None) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.trace_project = trace_project
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started_at = time.perf_counter()
-        request_id = user_agent = trace_header = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                request_id = _header_value(value)
-            elif key == b"user-agent":
-                user_agent = _header_value(value)
-            elif key == b"x-cloud-trace-context":
-                trace_header = _header_value(value)
-        if not request_id or len(request_id) > _REQUEST_ID_MAX or not request_id.isprintable():
-            request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        id_header = (b"x-request-id", request_id.encode("latin-1"))
-        status = 500
-        response_started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            status = 500
-            logger.exception(
-                "unhandled error in %s %s",
-                scope["method"],
-                scope["path"],
-                extra={"json_fields": self._context(request_id, trace_header)},
-            )
-            if response_started:
-                raise  # too late for a response: let the server drop the connection
-            await _send_plain(send, 500, b'{"detail":"Internal Server Error"}', id_header)
-        finally:
-            elapsed = time.perf_counter() - started_at
-            self.metrics.observe_request(
-                scope["method"], _route_label(scope, status), status, elapsed
-            )
-            level = (
-                logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-            )
-            if access_logger.isEnabledFor(level):
-                self._log_access(
-                    scope, level, status, elapsed, request_id, user_agent, trace_header
-                )
-
-    def _context(self, request_id: str, trace_header: str | None) -> dict[str, Any]:
-        return {"requestId": request_id, **trace_fields(trace_header, self.trace_project)}
-
-    def _log_access(
-        self,
-        scope: Scope,
-        level: int,
-        status: int,
-        elapsed: float,
-        request_id: str,
-        user_agent: str | None,
-        trace_header: str | None,
-    ) -> None:
-        query = scope.get("query_string") or b""
-        url = scope["path"] + ("?" + query.decode("latin-1") if query else "")
-        client = scope.get("client")
-        fields = self._context(request_id, trace_header)
-        fields.update(
-            http_request_fields(
-                method=scope["method"],
-                url=url,
-                status=status,
-                latency_seconds=elapsed,
-                user_agent=user_agent,
-                remote_ip=client[0] if client else None,
-            )
-        )
-        # makeRecord + handle instead of .log(): skips the caller lookup (a stack walk).
-        record = access_logger.makeRecord(
-            access_logger.name,
-            level,
-            "",
-            0,
-            f"{scope['method']} {url} {status}",
-            (),
-            None,
-            extra={"json_fields": fields},
-        )
-        access_logger.handle(record)
-
-
-async def _send_plain(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", _JSON.encode()), *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -358,9 +93,11 @@ def create_app(
     the module docstring) start the ``app.state.after_predict`` list, which can be appended to.
     """
     model_dir = Path(model_dir)
-    card = read_card(model_dir)
-    model_version = str(card["model_version"])
-    request_model, field_names = build_request_models(card["input_schema"])
+    card = load_card(model_dir)
+    model_version = card.model_version
+    limits = Limits.from_env()
+    parser = PredictBodyParser(card.input_schema, limits)
+    large_bodies = threading.BoundedSemaphore(LARGE_BODIES_AT_ONCE)
     configure_logging()
     metrics = ServiceMetrics()
     metrics.set_model_version(model_version)
@@ -387,9 +124,10 @@ def create_app(
             app.state.monitor.stop()
 
     app = FastAPI(
-        title=str(card.get("name", "model")),
+        title=card.name,
         version=model_version,
-        description=f"Predictions from the notebook {card.get('notebook', {}).get('path', '')}.",
+        description="Predictions from the notebook "
+        f"{relative_notebook_path(str(card.notebook.get('path', '')))}.",
         lifespan=lifespan,
     )
     app.state.predictor = None
@@ -397,17 +135,25 @@ def create_app(
     app.state.metrics = metrics
     # Monitoring (issue 4): an after_predict hook, /monitoring/drift and /feedback.
     install_monitoring(app, card, metrics.registry, model_code)
+    app.description += "\n\n" + _limits_description(limits)
+    # Added first, so it runs inside the request context: a 413 is logged and counted too.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
         trace_project=os.environ.get("GOOGLE_CLOUD_PROJECT"),
+        known_paths=lambda: [getattr(route, "path", "") for route in app.routes],
     )
-    metadata_body = json.dumps(card).encode()
+    metadata_body = json.dumps(public_metadata(card)).encode()
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
         """Liveness: 200 while the process runs."""
         return _json({"status": "ok"})
+
+    # Probes and load balancers may use HEAD; HTTP has it mean GET without the body, so it
+    # is served but not listed again in the OpenAPI document.
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> Response:
@@ -416,15 +162,30 @@ def create_app(
             return _json({"status": "loading"}, 503)
         return _json({"status": "ready", "model_version": model_version})
 
-    @app.get("/metadata", tags=["model"])
+    app.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
+
+    @app.get("/metadata", tags=["model"], dependencies=[Depends(admin_guard())])
     async def metadata() -> Response:
-        """The model card."""
+        """Name, version, metrics, output kind and input schema (no training data)."""
         return Response(metadata_body, media_type=_JSON)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses={200: {"description": "Prometheus text exposition format 0.0.4."}},
+    )
     async def prometheus_metrics() -> Response:
         """Prometheus text exposition."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    def predict_large(
+        predictor: Predictor, body: bytes, request_id: str
+    ) -> tuple[list[list[Any]], list[Any]]:
+        """Parse, validate and predict a large body: in a worker thread, a few at a time."""
+        with large_bodies:
+            rows = parser.parse_large(body)
+            return rows, _predict_rows(app, predictor, rows, request_id)
 
     @app.post(
         "/predict",
@@ -437,6 +198,10 @@ def create_app(
         },
         responses={
             200: {"model": PredictResponse, "description": "One prediction per row."},
+            413: {
+                "description": f"Body over {limits.max_body_bytes} bytes "
+                f"(NB2PROD_MAX_BODY_BYTES) or more than {limits.max_rows} rows (NB2PROD_MAX_ROWS)."
+            },
             422: {"description": "Invalid input: the detail names the field."},
             503: {"description": "The model is still loading."},
         },
@@ -447,30 +212,22 @@ def create_app(
         if predictor is None:
             return _json({"detail": "the model is still loading"}, 503)
         body = await request.body()
-        if not body.strip():
-            return _no_rows_error()
-        try:
-            payload = request_model.model_validate_json(body)
-        except ValidationError as err:
-            errors: list[dict[str, Any]] = [
-                {**error, "loc": ["body", *error["loc"]]} for error in err.errors(include_url=False)
-            ]
-            return _validation_error(errors)
-        sent = [source for source in _ROW_SOURCES if getattr(payload, source) is not None]
-        if len(sent) != 1:
-            if not sent:
-                return _no_rows_error()
-            message = f"send exactly one of {', '.join(_ROW_SOURCES)}, not {' and '.join(sent)}"
-            return _validation_error([{"type": "value_error", "loc": ["body"], "msg": message}])
-        rows = [[row.__dict__[name] for name in field_names] for row in getattr(payload, sent[0])]
         request_id: str = request.scope["state"]["request_id"]
         try:
-            if len(rows) <= INLINE_MAX_ROWS:
-                predictions = _predict_rows(app, predictor, rows, request_id)
-            else:
-                predictions = await run_in_threadpool(
-                    _predict_rows, app, predictor, rows, request_id
+            if parser.is_large(len(body)):
+                rows, predictions = await run_in_threadpool(
+                    predict_large, predictor, body, request_id
                 )
+            else:
+                rows = parser.parse_small(body)
+                if len(rows) <= INLINE_MAX_ROWS:
+                    predictions = _predict_rows(app, predictor, rows, request_id)
+                else:
+                    predictions = await run_in_threadpool(
+                        _predict_rows, app, predictor, rows, request_id
+                    )
+        except BodyError as err:
+            return _json({"detail": err.detail}, err.status)
         except (ValueError, TypeError, KeyError) as err:
             # Valid types, but the model code refused the values: the client's problem.
             logger.warning(
@@ -489,9 +246,9 @@ def create_app(
     # The APIRoute above documents /predict; requests are served by a plain Starlette route put
     # in front of every other route, which skips FastAPI's dependency solving (the endpoint
     # validates the body itself) and the route scan: ~30 us a request.
-    app.router.routes.insert(0, _PredictRoute("/predict", predict, methods=["POST"]))
+    app.router.routes.insert(0, PredictRoute("/predict", predict, methods=["POST"]))
 
-    components = _openapi_components(request_model)
+    components = _openapi_components(parser.request_model)
     base_openapi = app.openapi
 
     def openapi_with_request_models() -> dict[str, Any]:
@@ -501,6 +258,15 @@ def create_app(
 
     app.openapi = openapi_with_request_models  # type: ignore[method-assign]
     return app
+
+
+def _limits_description(limits: Limits) -> str:
+    return (
+        f"Limits: a request body may have at most {limits.max_body_bytes} bytes "
+        f"(`NB2PROD_MAX_BODY_BYTES`) and `/predict` at most {limits.max_rows} rows "
+        "(`NB2PROD_MAX_ROWS`); larger requests get 413 before they are read whole. "
+        "Invalid requests get 4xx with a `detail`; 5xx means a fault in the service."
+    )
 
 
 class PredictResponse(BaseModel):

@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 #: Relative tolerance for float predictions (labels compare exactly).
@@ -137,9 +137,10 @@ def format_mismatches(mismatches: Sequence[tuple[int, Any, Any]], total: int) ->
     return "\n".join([header, *("  " + line.rstrip() for line in lines)])
 
 
-def check_golden(base_url: str, card: dict[str, Any], timeout: float = 30.0) -> int:
-    """POST the card's golden rows to /predict; raise ``ParityMismatch`` unless all match."""
-    golden = card["golden"]
+def check_golden(
+    base_url: str, card: Mapping[str, Any], golden: Mapping[str, Any], timeout: float = 30.0
+) -> int:
+    """POST the golden rows (model/golden.json) to /predict; ``ParityMismatch`` unless all match."""
     status, body, text = request_json(
         base_url, "POST", "/predict", {"instances": golden["rows"]}, timeout=timeout
     )
@@ -158,10 +159,12 @@ def check_golden(base_url: str, card: dict[str, Any], timeout: float = 30.0) -> 
     return len(golden["rows"])
 
 
-def _malformed_requests(card: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
+def _malformed_requests(
+    card: Mapping[str, Any], golden: Mapping[str, Any]
+) -> list[tuple[str, Any, str | None]]:
     """(what, body, field the answer must name) for requests the service must refuse with 422."""
     columns = card["input_schema"]["columns"]
-    row = dict(card["golden"]["rows"][0])
+    row = dict(golden["rows"][0])
     first = columns[0]["name"]
     missing = {k: v for k, v in row.items() if k != first}
     cases: list[tuple[str, Any, str | None]] = [
@@ -180,9 +183,11 @@ def _malformed_requests(card: dict[str, Any]) -> list[tuple[str, Any, str | None
     return cases
 
 
-def check_typed_422(base_url: str, card: dict[str, Any], timeout: float = 10.0) -> int:
+def check_typed_422(
+    base_url: str, card: Mapping[str, Any], golden: Mapping[str, Any], timeout: float = 10.0
+) -> int:
     """Malformed requests must get a 422 that names the field (never a 500); return how many."""
-    cases = _malformed_requests(card)
+    cases = _malformed_requests(card, golden)
     for what, body, field in cases:
         status, decoded, text = request_json(base_url, "POST", "/predict", body, timeout=timeout)
         if status != 422:
@@ -212,7 +217,7 @@ def check_healthz(base_url: str, timeout: float = 5.0) -> None:
 
 def check_graceful_shutdown(
     base_url: str,
-    card: dict[str, Any],
+    golden: Mapping[str, Any],
     send_sigterm: Callable[[], None],
     wait_for_exit: Callable[[float], int | None],
     grace_seconds: float = 10.0,
@@ -224,7 +229,7 @@ def check_graceful_shutdown(
     None if the service is still running. Returns the seconds from SIGTERM to exit.
     """
     parsed = urllib.parse.urlsplit(base_url)
-    body = json.dumps({"instances": card["golden"]["rows"]}).encode()
+    body = json.dumps({"instances": golden["rows"]}).encode()
     head = (
         f"POST /predict HTTP/1.1\r\nHost: {parsed.netloc}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

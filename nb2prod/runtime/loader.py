@@ -1,12 +1,12 @@
 """Loads a trained model directory and calls the notebook's serving code the way the card says.
 
-The call plan (``card["serving"]``) is described in docs/build-context.md; :class:`Predictor`
-resolves it once at load time so that a prediction is two plain function calls.
+The serving plan (``card.serving``, typed in plan.py, JSON shape in docs/build-context.md)
+says how; :class:`Predictor` resolves it once at load time so that a prediction is two
+plain function calls.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -15,26 +15,38 @@ from typing import Any
 import cloudpickle
 import pandas as pd
 
+from .card import CARD_FILE, STATE_FILE, CardError, ModelCard, read_card
+from .plan import Bindings, CellsStep, FunctionStep, NoStep, PlanError, ServingPlan, Step
 from .schema import FrameBuilder, predictions_to_list
 
-__all__ = ["CARD_FILE", "STATE_FILE", "ModelLoadError", "Predictor", "read_card"]
-
-CARD_FILE = "model_card.json"
-STATE_FILE = "state.pkl"
+__all__ = ["ModelLoadError", "Predictor", "load_card"]
 
 
 class ModelLoadError(RuntimeError):
     """Raised when a model directory is missing, unreadable or inconsistent with its card."""
 
 
-def read_card(model_dir: Path | str) -> dict[str, Any]:
-    """Read ``model_dir/model_card.json`` (cheap: no model state is loaded)."""
-    path = Path(model_dir) / CARD_FILE
+def load_card(model_dir: Path | str) -> ModelCard:
+    """The validated model card (cheap: no model state is loaded); ModelLoadError otherwise."""
     try:
-        card: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot read the model card {path}: {err}") from err
-    return card
+        return read_card(model_dir)
+    except CardError as err:
+        raise ModelLoadError(str(err)) from err
+
+
+def _serving_plan(card: ModelCard, model_dir: Path) -> tuple[ServingPlan, Bindings]:
+    """The card's serving plan, completed by training; ModelLoadError when it is not usable."""
+    where = model_dir / CARD_FILE
+    try:
+        plan = ServingPlan.from_json(card.serving)
+    except PlanError as err:
+        raise ModelLoadError(f"{where}: {err}") from err
+    if plan.bindings is None:
+        raise ModelLoadError(
+            f"{where}: the serving plan was never completed by a training run; rebuild the "
+            "model with nb2prod build"
+        )
+    return plan, plan.bindings
 
 
 def _pick(state: Mapping[str, Any], names: Sequence[str], where: str) -> dict[str, Any]:
@@ -47,13 +59,14 @@ def _pick(state: Mapping[str, Any], names: Sequence[str], where: str) -> dict[st
 class Predictor:
     """The trained model, ready to predict: card + state + the build's ``model_code`` module.
 
-    Loading sets the names in ``card["serving"]["globals"]`` as globals of ``model_code``
-    (function-style code reads fitted objects as module globals).
+    Loading sets the plan's ``globals`` as globals of ``model_code`` (function-style code
+    reads fitted objects as module globals; model_code.py declares them as placeholders).
     """
 
     def __init__(self, model_dir: Path | str, model_code: ModuleType) -> None:
         model_dir = Path(model_dir)
-        self._card = read_card(model_dir)
+        self._card = load_card(model_dir)
+        plan, bindings = _serving_plan(self._card, model_dir)
         state_path = model_dir / STATE_FILE
         try:
             with state_path.open("rb") as handle:
@@ -61,47 +74,50 @@ class Predictor:
         except Exception as err:  # unpickling can raise anything (missing module, bad file)
             raise ModelLoadError(f"cannot load the model state {state_path}: {err}") from err
         self._state = state
-        serving = self._card["serving"]
-        for name, value in _pick(state, serving.get("globals", []), "model_code").items():
+        for name, value in _pick(state, plan.globals, "model_code").items():
             setattr(model_code, name, value)
-        self._preprocess = self._plan_preprocess(serving["preprocess"], model_code)
-        self._predict = self._plan_predict(serving["predict"], model_code)
+        self._preprocess = self._plan_preprocess(plan.preprocess, bindings, model_code)
+        self._predict = self._plan_predict(plan.predict, bindings, model_code)
         self.frames = FrameBuilder(self.schema)
 
     def _plan_preprocess(
-        self, plan: Mapping[str, Any], code: ModuleType
+        self, step: Step, bindings: Bindings, code: ModuleType
     ) -> Callable[[pd.DataFrame], Any]:
-        kind = plan["kind"]
-        if kind == "none":
-            return lambda frame: frame
-        if kind == "function":
-            preprocess: Callable[[pd.DataFrame], Any] = code.preprocess
-            return preprocess
-        if kind == "cells":
-            run = code.run_preprocess_cells
-            raw_input, output = plan["raw_input"], plan["output"]
-            reads = [name for name in plan.get("reads", []) if name != raw_input]
-            bound = _pick(self._state, reads, "the preprocess cells")
+        match step:
+            case NoStep():
+                return lambda frame: frame
+            case FunctionStep():
+                preprocess: Callable[[pd.DataFrame], Any] = code.preprocess
+                return preprocess
+            case CellsStep(reads=reads):
+                run = code.run_preprocess_cells
+                raw_input, output = bindings.raw_input, bindings.preprocess_output
+                if raw_input is None or output is None:
+                    raise ModelLoadError(
+                        "the model card's serving plan names no raw input or output for the "
+                        "preprocess cells; rebuild the model with nb2prod build"
+                    )
+                bound = _pick(self._state, [n for n in reads if n != raw_input], "preprocess")
 
-            def run_cells(frame: pd.DataFrame) -> Any:
-                return run(**bound, **{raw_input: frame})[output]
+                def run_cells(frame: pd.DataFrame) -> Any:
+                    return run(**bound, **{raw_input: frame})[output]
 
-            return run_cells
-        raise ModelLoadError(f"unknown preprocess kind {kind!r} in the model card")
+                return run_cells
+        raise ModelLoadError(f"unknown preprocess step {step!r} in the model card")
 
-    def _plan_predict(self, plan: Mapping[str, Any], code: ModuleType) -> Callable[[Any], Any]:
-        kind, features = plan["kind"], plan["features"]
-        if kind == "function":
+    def _plan_predict(
+        self, step: FunctionStep | CellsStep, bindings: Bindings, code: ModuleType
+    ) -> Callable[[Any], Any]:
+        features = bindings.features
+        if isinstance(step, FunctionStep):
             predict = code.predict
-            args = plan.get("args", {})
+            args = dict(bindings.predict_args)
             state = _pick(self._state, list(args.values()), "predict()")
             bound = {param: state[name] for param, name in args.items() if param != features}
-        elif kind == "cells":
-            predict = code.run_predict_cells
-            reads = [name for name in plan.get("reads", []) if name != features]
-            bound = _pick(self._state, reads, "the predict cells")
         else:
-            raise ModelLoadError(f"unknown predict kind {kind!r} in the model card")
+            predict = code.run_predict_cells
+            reads = [name for name in step.reads if name != features]
+            bound = _pick(self._state, reads, "the predict cells")
 
         def call(feats: Any) -> Any:
             return predict(**bound, **{features: feats})
@@ -109,20 +125,19 @@ class Predictor:
         return call
 
     @property
-    def card(self) -> dict[str, Any]:
+    def card(self) -> ModelCard:
         """The model card (``model_card.json``)."""
         return self._card
 
     @property
     def model_version(self) -> str:
         """The content-derived model version from the card."""
-        return str(self._card["model_version"])
+        return self._card.model_version
 
     @property
     def schema(self) -> dict[str, Any]:
         """The card's ``input_schema``."""
-        schema: dict[str, Any] = self._card["input_schema"]
-        return schema
+        return self._card.input_schema
 
     def predict_frame(self, frame: pd.DataFrame) -> list[Any]:
         """Preprocess and predict a raw input frame; return JSON-ready predictions."""

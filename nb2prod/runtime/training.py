@@ -1,7 +1,7 @@
 """The training run's bookends, called by the generated ``train.py``.
 
 ``start()`` makes the run reproducible and puts it where the notebook ran
-(its folder, its parameters, fixed seeds). ``finish()`` works out what serving
+(its folder, its parameters, fixed seeds). ``save_model()`` works out what serving
 needs from the finished namespace, computes the golden predictions with the
 notebook's own code, and writes ``model/`` (state + model card) atomically.
 """
@@ -15,9 +15,7 @@ import os
 import pickletools
 import platform
 import random
-import shutil
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -27,8 +25,10 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 
+from .card import BUILD_RECORD, CARD_SCHEMA_VERSION, GoldenSet, ModelCard, write_model_dir
 from .monitoring.profile import reference_profile
 from .notebook_path import ContractError, NotebookPath
+from .plan import CellsStep, PlanError, ServingPlan
 from .schema import infer_schema, to_jsonable
 
 #: How many raw training rows make the golden set.
@@ -45,7 +45,7 @@ _RUN: dict[str, Any] = {}
 def start(train_file: str) -> None:
     """Seed, enter the notebook's folder and remember where model/ goes."""
     here = Path(train_file).resolve().parent
-    spec = json.loads((here / "spec.json").read_text())
+    spec = json.loads((here / BUILD_RECORD).read_text())
     seed = _seed(spec.get("parameters", {}))
     random.seed(seed)
     np.random.seed(seed)
@@ -53,9 +53,15 @@ def start(train_file: str) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")  # notebooks that plot must not need a display
     notebook_dir = _notebook_dir(here, spec)
     model_dir = Path(os.environ.get("NB2PROD_MODEL_DIR") or here / "model").resolve()
+    try:
+        plan = ServingPlan.from_json(spec.get("serving"))
+    except PlanError as err:  # a hand-edited or older build directory: fail before training
+        print(f"{ERROR_PREFIX}{here / BUILD_RECORD}: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(CONTRACT_EXIT_CODE) from None
     _RUN.update(
         here=here,
         spec=spec,
+        plan=plan,
         seed=seed,
         model_dir=model_dir,
         started=time.perf_counter(),
@@ -65,24 +71,29 @@ def start(train_file: str) -> None:
     os.chdir(notebook_dir)
 
 
-def finish(namespace: dict[str, Any]) -> None:
-    """Write model/ from the finished training namespace; exit 3 on a contract problem."""
+def save_model(namespace: dict[str, Any]) -> None:
+    """Write model/ from the finished training namespace; exit 3 on a contract problem.
+
+    Picks the serving state out of ``namespace`` (train.py's globals), computes the golden
+    predictions with the notebook's own serving code, and writes the state and the card.
+    """
     try:
-        _finish(namespace)
+        _save_model(namespace)
     except ContractError as err:
         print(ERROR_PREFIX + str(err), file=sys.stderr, flush=True)
         raise SystemExit(CONTRACT_EXIT_CODE) from None
 
 
-def _finish(ns: dict[str, Any]) -> None:
+def _save_model(ns: dict[str, Any]) -> None:
     spec: dict[str, Any] = _RUN["spec"]
-    plan: dict[str, Any] = spec["serving"]
+    plan: ServingPlan = _RUN["plan"]
     runner = NotebookPath(ns, plan)
     raw = runner.raw_frame
     golden_frame = raw.sample(n=min(GOLDEN_ROWS, len(raw)), random_state=0)
     golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
     if len(golden_predictions) != len(golden_frame):
-        result = plan["predict"].get("result") or "its last expression"
+        cells = plan.predict if isinstance(plan.predict, CellsStep) else None
+        result = (cells and cells.result) or "its last expression"
         raise ContractError(
             f"the predict step returned {len(golden_predictions)} predictions for "
             f"{len(golden_frame)} rows (its result: {result}); it must return one per input "
@@ -94,48 +105,49 @@ def _finish(ns: dict[str, Any]) -> None:
     state = runner.state()
     state_bytes = _dump_state(state)
     parameters = {k: ns.get(k, v) for k, v in spec.get("parameters", {}).items()}
-    metrics = _metrics(ns, spec)
+    metrics = _metrics(ns, plan)
     libraries = _libraries(_RUN["here"])
     fingerprint = _fingerprint(raw)
-    golden = {
-        "rows": to_jsonable(golden_frame[columns].to_dict(orient="records")),
-        "predictions": golden_predictions,
-    }
+    golden = GoldenSet(
+        rows=to_jsonable(golden_frame[columns].to_dict(orient="records")),
+        predictions=golden_predictions,
+    )
     version_source = json.dumps(
-        [spec["sha256"], to_jsonable(parameters), fingerprint, golden, libraries],
+        [spec["sha256"], to_jsonable(parameters), fingerprint, golden.to_json(), libraries],
         sort_keys=True,
         default=str,
     )
-    card = {
-        "name": spec["name"],
-        "model_version": hashlib.sha256(version_source.encode()).hexdigest()[:12],
-        "nb2prod_version": spec.get("nb2prod_version", "unknown"),
-        "notebook": {"path": spec["notebook"], "sha256": spec["sha256"]},
-        "trained_in": _RUN["trained_in"],
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "training_seconds": round(time.perf_counter() - _RUN["started"], 3),
-        "python": platform.python_version(),
-        "parameters": to_jsonable(parameters),
-        "metrics": metrics,
-        "seeds": {"python": _RUN["seed"], "numpy": _RUN["seed"], "PYTHONHASHSEED": "0"},
-        "libraries": libraries,
-        "data_fingerprint": fingerprint,
-        "input_schema": schema,
-        "output": _output_kind(golden_predictions),
-        "serving": runner.card_section(),
-        "golden": golden,
-    }
-    card["reference_profile"] = _reference_profile(runner, raw, schema, card["output"])
+    output = _output_kind(golden_predictions)
+    card = ModelCard(
+        name=spec["name"],
+        model_version=hashlib.sha256(version_source.encode()).hexdigest()[:12],
+        nb2prod_version=spec.get("nb2prod_version", "unknown"),
+        notebook={"path": spec["notebook"], "sha256": spec["sha256"]},
+        trained_in=_RUN["trained_in"],
+        trained_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        training_seconds=round(time.perf_counter() - _RUN["started"], 3),
+        python=platform.python_version(),
+        parameters=to_jsonable(parameters),
+        metrics=metrics,
+        seeds={"python": _RUN["seed"], "numpy": _RUN["seed"], "PYTHONHASHSEED": "0"},
+        libraries=libraries,
+        data_fingerprint=fingerprint,
+        input_schema=schema,
+        output=output,
+        serving=runner.completed_plan().to_json(source=False),
+        reference_profile=_reference_profile(runner, raw, schema, output),
+        schema_version=CARD_SCHEMA_VERSION,
+    )
     _add_state_requirements(state_bytes, _RUN["here"])
-    _write_model_dir(_RUN["model_dir"], state_bytes, card)
+    write_model_dir(_RUN["model_dir"], state_bytes, card, golden)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "no metrics"
-    print(f"nb2prod: trained model {card['model_version']} ({summary})", flush=True)
+    print(f"nb2prod: trained model {card.model_version} ({summary})", flush=True)
 
 
 def _reference_profile(
     runner: NotebookPath, raw: pd.DataFrame, schema: dict[str, Any], output: dict[str, str]
 ) -> dict[str, Any]:
-    """The drift reference (issue 4): the training columns, and predictions on a sample of them."""
+    """The drift reference: the training columns, and predictions on a sample of them."""
     sample = raw.sample(n=min(PROFILE_PREDICTION_ROWS, len(raw)), random_state=0)
     try:
         predictions = runner.predict_rows(sample, what="the reference-profile sample")
@@ -161,9 +173,9 @@ def _notebook_dir(here: Path, spec: dict[str, Any]) -> Path:
     return relative if relative.is_dir() else Path(spec["notebook_dir"])
 
 
-def _metrics(ns: dict[str, Any], spec: dict[str, Any]) -> dict[str, float]:
+def _metrics(ns: dict[str, Any], plan: ServingPlan) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    for name in spec["serving"].get("evaluate_binds", []):
+    for name in plan.evaluate_binds:
         value = ns.get(name)
         if isinstance(value, (bool, np.bool_)):
             continue
@@ -248,20 +260,6 @@ def _pickled_modules(data: bytes) -> set[str]:
         if isinstance(arg, str):
             strings.append(arg)
     return modules
-
-
-def _write_model_dir(model_dir: Path, state_bytes: bytes, card: dict[str, Any]) -> None:
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".model-", dir=model_dir.parent))
-    try:
-        (staging / "state.pkl").write_bytes(state_bytes)
-        (staging / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        staging.rename(model_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def display(*objects: Any, **_: Any) -> None:

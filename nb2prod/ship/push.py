@@ -1,7 +1,7 @@
 """Push the built image to a registry and pin it by digest.
 
 ``push_image`` tags the image ``REGISTRY/<name>:<model_version>``, pushes it with
-the docker SDK (which reads the user's docker config, so credential helpers such
+the Docker engine (which reads the user's docker config, so credential helpers such
 as the one ``gcloud auth configure-docker`` installs just work), and records the
 digest the registry computed in ``DIR/.nb2prod/push.json``. Deployments refer to
 the image by that digest only, never by a tag someone could move.
@@ -9,18 +9,12 @@ the image by that digest only, never by a tag someone could move.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import docker
-import docker.errors
-
-from ..builddir import read_json, write_json_atomically
-from ..engine import docker_client
+from ..builddir import BuildDir
+from ..engine import Engine, EngineError, connect
 from ..errors import ConfigError, PushError
 from ..models import PushRecord
 from ..naming import image_tag, repository_name
@@ -50,7 +44,7 @@ def push_image(
     registry: str,
     progress: Callable[[str], None] | None = None,
     *,
-    client: docker.DockerClient | None = None,
+    engine: Engine | None = None,
 ) -> PushRecord:
     """Push DIR's image to ``registry`` and record the pushed digest in DIR.
 
@@ -59,71 +53,44 @@ def push_image(
     is gone from the engine, the registry refuses the credentials or cannot be
     reached, or the push reports no digest.
     """
-    build_dir = Path(build_dir)
-    image_info = read_json(build_dir / ".nb2prod" / "image.json", "nb2prod build")
-    card = read_json(build_dir / "model" / "model_card.json", "python train.py")
+    layout = BuildDir(Path(build_dir))
+    built = layout.require_image()
+    card = layout.card()
     registry = normalize_registry(registry)
     # The build named the image <name>:<model_version>; keep its name under the registry.
-    built_tags = [str(tag) for tag in image_info.get("tags") or []]
-    name = built_tags[0].rsplit(":", 1)[0].rsplit("/", 1)[-1] if built_tags else str(card["name"])
-    repository = f"{registry}/{repository_name(name)}"
-    tag = image_tag(str(card["model_version"]))
+    name = built.tags[0].rsplit(":", 1)[0].rsplit("/", 1)[-1]
+    ref = f"{registry}/{repository_name(name)}:{image_tag(card.model_version)}"
     say = progress or (lambda _line: None)
 
-    if client is None:
-        client = docker_client()
-    try:
-        image = client.images.get(image_info["image_id"])
-    except docker.errors.ImageNotFound as err:
+    engine = engine or connect()
+    image_id = built.image_id
+    if engine.inspect_image(image_id) is None:
         raise PushError(
-            f"image {image_info['image_id'][:19]} from {build_dir / '.nb2prod/image.json'} "
+            f"image {image_id[:19]} from {layout.record('image.json')} "
             "is no longer in the local Docker engine",
-            hint=f"Rebuild it: nb2prod build, or docker build -t {card['name']} {build_dir}",
-        ) from err
-    image.tag(repository, tag)
-    say(f"Pushing {repository}:{tag}")
+            hint=f"Rebuild it: nb2prod build, or docker build -t {card.name} {build_dir}",
+        )
+    say(f"Pushing {ref}")
     try:
-        stream = client.api.push(repository, tag=tag, stream=True, decode=True)
-        digest = _follow(stream, say, registry)
-    except docker.errors.APIError as err:
-        raise _push_error(str(err.explanation or err), registry) from err
-    except docker.errors.DockerException as err:
-        raise PushError(f"push of {repository}:{tag} failed: {err}") from err
+        engine.tag(image_id, ref)
+        digest = engine.push(ref, say)
+    except EngineError as err:
+        raise _push_error(str(err), registry) from err
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise PushError(f"the registry {registry} did not report a digest for the push")
 
+    repository, tag = ref.rsplit(":", 1)
     record = PushRecord(
         registry=registry,
         repository=repository,
         tag=tag,
         digest=digest,
         image=f"{repository}@{digest}",
-        image_id=str(image_info["image_id"]),
+        image_id=image_id,
     )
-    write_json_atomically(build_dir / ".nb2prod" / "push.json", asdict(record))
+    layout.write_push(record)
     say(f"Pushed {record.image}")
     return record
-
-
-def _follow(stream: Iterator[dict[str, Any]], say: Callable[[str], None], registry: str) -> str:
-    """Relay the push stream's progress and return the digest from its final aux record."""
-    digest = ""
-    last_status: dict[str, str] = {}
-    for event in stream:
-        if "error" in event or "errorDetail" in event:
-            detail = event.get("errorDetail") or {}
-            raise _push_error(str(detail.get("message") or event.get("error")), registry)
-        aux = event.get("aux")
-        if isinstance(aux, dict) and aux.get("Digest"):
-            digest = str(aux["Digest"])
-            continue
-        status = str(event.get("status") or "")
-        layer = str(event.get("id") or "")
-        # Each layer reports "Pushing" many times with a progress bar; relay changes only.
-        if status and last_status.get(layer) != status:
-            last_status[layer] = status
-            say(f"{layer}: {status}" if layer else status)
-    if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-        raise PushError(f"the registry {registry} did not report a digest for the push")
-    return digest
 
 
 def _push_error(message: str, registry: str) -> PushError:
@@ -153,14 +120,3 @@ def normalize_registry(registry: str) -> str:
             hint="Use e.g. europe-west1-docker.pkg.dev/PROJECT/REPOSITORY or 127.0.0.1:5000",
         )
     return value
-
-
-def is_pushed(build_dir: Path) -> bool:
-    """True when DIR's current image has been pushed (push.json matches image.json)."""
-    records = build_dir / ".nb2prod"
-    try:
-        pushed = json.loads((records / "push.json").read_text())
-        built = json.loads((records / "image.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return pushed.get("image_id") in ("", None, built.get("image_id"))

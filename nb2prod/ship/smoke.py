@@ -12,124 +12,42 @@ from __future__ import annotations
 import json
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ..engine import docker_client
+from ..engine import Container, ContainerSpec, Engine, EngineError, connect
 from ..errors import ParityError, SmokeTestError
 from ..models import SmokeCheck, SmokeReport
 from ..runtime import contract_checks as checks
+from ..runtime.card import GoldenSet, ModelCard
 
 Progress = Callable[[str], None]
 
 #: The port the service is told to listen on: not 8080, so the $PORT contract is exercised.
 SMOKE_PORT = 9090
-#: Cloud Run's grace period between SIGTERM and SIGKILL.
-GRACE_SECONDS = 10.0
 #: Names of the checks, in the order they run.
 CHECK_NAMES = ("ready", "golden parity", "typed 422", "metrics", "healthz", "sigterm shutdown")
 
 
-class Container(Protocol):
-    """A started container."""
-
-    host_port: int
-
-    def is_running(self) -> bool:
-        """True while the container's process runs."""
-        ...
-
-    def logs(self) -> str:
-        """Everything the container wrote so far."""
-        ...
-
-    def send_signal(self, signal: str) -> None:
-        """Send a signal (e.g. ``SIGTERM``) to the container's PID 1."""
-        ...
-
-    def wait(self, timeout: float) -> int | None:
-        """The exit code, or None if it still runs after ``timeout`` seconds."""
-        ...
-
-    def remove(self) -> None:
-        """Stop and remove the container, whatever its state."""
-        ...
-
-
-class ContainerEngine(Protocol):
-    """The slice of Docker the smoke test needs; ``DockerContainers`` implements it."""
-
-    def start(self, image: str, *, port: int, environment: Mapping[str, str]) -> Container:
-        """Start ``image`` detached, read-only with a tmpfs /tmp, ``port`` on 127.0.0.1:random."""
-        ...
-
-
-class _SDKContainer:
-    """``Container`` on a docker SDK container object."""
-
-    def __init__(self, container: Any, port: int) -> None:
-        self.container = container
-        container.reload()
-        # a container that died at once has no port; the first poll reports it with its logs
-        bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp")
-        self.host_port = int(bindings[0]["HostPort"]) if bindings else 0
-
-    def is_running(self) -> bool:
-        self.container.reload()
-        return bool(self.container.status in ("created", "running"))
-
-    def logs(self) -> str:
-        return bytes(self.container.logs()).decode("utf-8", "replace")
-
-    def send_signal(self, signal: str) -> None:
-        self.container.kill(signal=signal)
-
-    def wait(self, timeout: float) -> int | None:
-        import requests
-
-        try:
-            return int(self.container.wait(timeout=max(timeout, 0.1))["StatusCode"])
-        except requests.exceptions.RequestException:  # read timeout: still running
-            return None
-
-    def remove(self) -> None:
-        self.container.remove(force=True)
-
-
-class DockerContainers:
-    """``ContainerEngine`` on the docker SDK."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def start(self, image: str, *, port: int, environment: Mapping[str, str]) -> Container:
-        container = self.client.containers.run(
-            image,
-            detach=True,
-            environment=dict(environment),
-            ports={f"{port}/tcp": ("127.0.0.1", None)},  # None: the engine picks a free port
-            read_only=True,
-            tmpfs={"/tmp": "rw,size=64m"},  # noqa: S108 - the container's own /tmp
-            labels={"io.nb2prod.role": "smoke-test"},
-        )
-        try:
-            return _SDKContainer(container, port)
-        except Exception:
-            container.remove(force=True)
-            raise
-
-
-def connect(timeout: int = 60) -> DockerContainers:
-    """The engine ``DOCKER_HOST`` (or the default socket) points at; it must answer a ping."""
-    return DockerContainers(docker_client(timeout))
+def smoke_container(image: str, port: int) -> ContainerSpec:
+    """The container the smoke test starts: as Cloud Run runs it, read-only with a tmpfs /tmp."""
+    return ContainerSpec(
+        image=image,
+        environment={"PORT": str(port)},
+        publish=(port,),
+        read_only=True,
+        tmpfs={"/tmp": "rw,size=64m"},  # noqa: S108 - the container's own /tmp
+        labels={"io.nb2prod.role": "smoke-test"},
+    )
 
 
 def run_smoke_checks(
     image: str,
-    card: Mapping[str, Any],
+    card: ModelCard,
+    golden: GoldenSet,
     *,
-    engine: ContainerEngine | None = None,
+    engine: Engine | None = None,
     port: int = SMOKE_PORT,
     ready_timeout: float = 60.0,
     progress: Progress | None = None,
@@ -140,48 +58,52 @@ def run_smoke_checks(
     Raises only DockerUnavailableError, or SmokeTestError when the container cannot start.
     """
     engine = engine or connect()
-    card = dict(card)
     say = progress or (lambda line: None)
-    results: list[SmokeCheck] = []
     started = time.monotonic()
     try:
-        container = engine.start(image, port=port, environment={"PORT": str(port)})
-    except Exception as err:
+        container = engine.start(smoke_container(image, port))
+    except EngineError as err:
         raise SmokeTestError(f"could not start a container from {image}: {err}") from err
     try:
-        url = f"http://127.0.0.1:{container.host_port}"
+        url = f"http://127.0.0.1:{container.host_port(port)}"
         try:
             checks.wait_until_ready(url, timeout=ready_timeout, still_running=container.is_running)
         except checks.ContractCheckFailed as err:
             detail = f"{err}\n--- container logs ---\n{container.logs()[-4000:]}"
-            results.append(SmokeCheck("ready", False, time.monotonic() - started, detail))
             say(f"FAIL ready: {err}")
-            return SmokeReport(checks=tuple(results))
+            return SmokeReport(
+                checks=(SmokeCheck("ready", False, time.monotonic() - started, detail),)
+            )
         ready_seconds = time.monotonic() - started
-        results.append(SmokeCheck("ready", True, ready_seconds, f"{url}, PORT={port}"))
+        results = [SmokeCheck("ready", True, ready_seconds, f"{url}, PORT={port}")]
         say(f"ok   ready in {ready_seconds:.2f} s")
-
-        steps: list[tuple[str, Callable[[], object]]] = [
-            ("golden parity", lambda: f"{checks.check_golden(url, card)} rows match"),
-            ("typed 422", lambda: f"{checks.check_typed_422(url, card)} malformed requests"),
-            ("metrics", lambda: checks.check_metrics(url)),
-            ("healthz", lambda: checks.check_healthz(url)),
-            (
-                "sigterm shutdown",
-                lambda: "exited 0 after {:.2f} s".format(
-                    checks.check_graceful_shutdown(
-                        url, card, lambda: container.send_signal("SIGTERM"), container.wait
-                    )
-                ),
-            ),
-        ]
+        steps = _contract_steps(url, card.to_json(), golden.to_json(), container)
         for name, step in steps:
             results.append(_run_check(name, step, container))
-            last = results[-1]
-            say(f"{'ok  ' if last.passed else 'FAIL'} {name} ({last.seconds:.2f} s)")
+            say(f"{'ok  ' if results[-1].passed else 'FAIL'} {name} ({results[-1].seconds:.2f} s)")
         return SmokeReport(checks=tuple(results), ready_seconds=ready_seconds)
     finally:
         container.remove()
+
+
+def _contract_steps(
+    url: str, card: dict[str, Any], golden: dict[str, Any], container: Container
+) -> list[tuple[str, Callable[[], object]]]:
+    """The checks after ``ready``, in ``CHECK_NAMES`` order; SIGTERM comes last as it ends it."""
+
+    def shutdown() -> str:
+        seconds = checks.check_graceful_shutdown(
+            url, golden, lambda: container.kill("SIGTERM"), container.wait
+        )
+        return f"exited 0 after {seconds:.2f} s"
+
+    return [
+        ("golden parity", lambda: f"{checks.check_golden(url, card, golden)} rows match"),
+        ("typed 422", lambda: f"{checks.check_typed_422(url, card, golden)} malformed requests"),
+        ("metrics", lambda: checks.check_metrics(url)),
+        ("healthz", lambda: checks.check_healthz(url)),
+        ("sigterm shutdown", shutdown),
+    ]
 
 
 def _run_check(name: str, step: Callable[[], object], container: Container) -> SmokeCheck:
@@ -216,23 +138,6 @@ def raise_for_report(report: SmokeReport, image: str) -> None:
         hint=f"Reproduce with: docker run --rm -p 127.0.0.1:8080:8080 --read-only "
         f"--tmpfs /tmp {image}",
     )
-
-
-def smoke_test(
-    image: str,
-    card: Mapping[str, Any],
-    *,
-    engine: ContainerEngine | None = None,
-    port: int = SMOKE_PORT,
-    ready_timeout: float = 60.0,
-    progress: Progress | None = None,
-) -> SmokeReport:
-    """``run_smoke_checks`` then ``raise_for_report``: the report, or ParityError/SmokeTestError."""
-    report = run_smoke_checks(
-        image, card, engine=engine, port=port, ready_timeout=ready_timeout, progress=progress
-    )
-    raise_for_report(report, image)
-    return report
 
 
 def report_to_dict(report: SmokeReport) -> dict[str, Any]:

@@ -28,10 +28,9 @@ from ..runtime.contract_checks import compare_predictions, format_mismatches
 
 def verify_in_process(artifact: TrainedArtifact) -> ParityReport:
     """POST the golden rows to the generated app in process; raise ParityError on a mismatch."""
-    card = artifact.card
     code = _load_model_code(artifact.context.path)
-    rows = card["golden"]["rows"]
-    expected = card["golden"]["predictions"]
+    rows = artifact.golden.rows
+    expected = artifact.golden.predictions
     with warnings.catch_warnings():
         # Starlette nudges towards httpx2; httpx is what FastAPI's TestClient still uses.
         warnings.filterwarnings("ignore", message=".*httpx.*")

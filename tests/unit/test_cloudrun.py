@@ -15,6 +15,7 @@ from typing import Any
 import google.auth
 import pytest
 import yaml
+from fake_build import make_card, write_image_record, write_model_dir, write_push_record
 from fake_cloudrun import CONDITION_FAILED, FakeCloudRun
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
@@ -36,14 +37,10 @@ REAL_HOME = os.environ.get("HOME", "")
 def build_dir(tmp_path: Path) -> Path:
     """A built and pushed DIR, as the build and push stages leave it."""
     directory = tmp_path / "iris_classifier"
-    (directory / "model").mkdir(parents=True)
-    (directory / ".nb2prod").mkdir()
-    card = {"name": "iris_classifier", "model_version": "3f2a9c1b0d7e"}
-    (directory / "model" / "model_card.json").write_text(json.dumps(card))
-    image = {"image_id": "sha256:" + "11" * 32, "tags": ["iris_classifier:3f2a9c1b0d7e"]}
-    (directory / ".nb2prod" / "image.json").write_text(json.dumps(image))
-    push = {"image": IMAGE, "digest": DIGEST, "image_id": image["image_id"]}
-    (directory / ".nb2prod" / "push.json").write_text(json.dumps(push))
+    write_model_dir(directory, make_card(name="iris_classifier", model_version="3f2a9c1b0d7e"))
+    image_id = "sha256:" + "11" * 32
+    write_image_record(directory, "iris_classifier:3f2a9c1b0d7e", image_id)
+    write_push_record(directory, IMAGE, image_id)
     return directory
 
 
@@ -373,8 +370,7 @@ def test_unpushed_image_is_not_deployed(build_dir: Path, fake: Any) -> None:
 
 
 def test_image_rebuilt_after_push_is_not_deployed(build_dir: Path, fake: Any) -> None:
-    image = {"image_id": "sha256:" + "22" * 32, "tags": ["iris_classifier:new"]}
-    (build_dir / ".nb2prod" / "image.json").write_text(json.dumps(image))
+    write_image_record(build_dir, "iris_classifier:new", "sha256:" + "22" * 32)
     with pytest.raises(ConfigError, match="rebuilt after its last push"):
         cloudrun.deploy(options(build_dir, fake))
 
@@ -549,7 +545,7 @@ def test_real_cloud_run_validates_the_service(
     region = os.environ.get("CLOUDSDK_RUN_REGION", "us-central1")
     opts = CloudRunOptions(build_dir, project=project, region=region)
     location = cloudrun.resolve_location(project, region, "nb2prod-validate", "x")
-    card = {"name": "iris_classifier", "model_version": "3f2a9c1b0d7e"}
+    card = make_card(name="iris_classifier", model_version="3f2a9c1b0d7e")
     service = cloudrun.build_service(
         opts, location, "us-docker.pkg.dev/cloudrun/container/hello", card
     )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from fake_build import make_card, write_image_record, write_model_dir, write_push_record
 
 from nb2prod.deploy import kubernetes as k8s
 from nb2prod.errors import ConfigError, DeployError
@@ -21,18 +21,14 @@ DIGEST_IMAGE = "registry.example.com/models/iris_classifier@sha256:" + "ab" * 32
 @pytest.fixture
 def build_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "iris_classifier"
-    (directory / "model").mkdir(parents=True)
-    (directory / ".nb2prod").mkdir()
-    card = {"name": "iris_classifier", "model_version": "3f2a9c1b0d7e"}
-    (directory / "model" / "model_card.json").write_text(json.dumps(card))
-    image = {"image_id": "sha256:" + "11" * 32, "tags": ["iris_classifier:3f2a9c1b0d7e"]}
-    (directory / ".nb2prod" / "image.json").write_text(json.dumps(image))
+    write_model_dir(directory, make_card(name="iris_classifier", model_version="3f2a9c1b0d7e"))
+    image_id = "sha256:" + "11" * 32
+    write_image_record(directory, "iris_classifier:3f2a9c1b0d7e", image_id)
     return directory
 
 
 def pushed(build_dir: Path) -> Path:
-    record = {"image": DIGEST_IMAGE, "image_id": "sha256:" + "11" * 32}
-    (build_dir / ".nb2prod" / "push.json").write_text(json.dumps(record))
+    write_push_record(build_dir, DIGEST_IMAGE, "sha256:" + "11" * 32)
     return build_dir
 
 

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from scipy import stats
 
+from nb2prod.runtime.card import ModelCard
 from nb2prod.runtime.monitoring.alerts import DriftAlerts, WebhookSettings
 from nb2prod.runtime.monitoring.api import install_monitoring
 from nb2prod.runtime.monitoring.drift import Thresholds, compare, judge, psi
@@ -32,7 +33,7 @@ from nb2prod.runtime.monitoring.feedback import (
 )
 from nb2prod.runtime.monitoring.metrics import MonitorMetrics
 from nb2prod.runtime.monitoring.monitor import Monitor, MonitorSettings
-from nb2prod.runtime.monitoring.profile import SAMPLE_SIZE, reference_profile, values_profile
+from nb2prod.runtime.monitoring.profile import reference_profile, values_profile
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient`")
@@ -56,19 +57,31 @@ def test_numeric_profile_bins_are_reference_deciles_with_open_ends() -> None:
     assert profile["edges"] == pytest.approx(np.quantile(values, np.linspace(0.1, 0.9, 9)))
     assert len(profile["shares"]) == 10 and sum(profile["shares"]) == pytest.approx(1)
     assert all(share == pytest.approx(0.1, abs=1e-3) for share in profile["shares"])
-    assert len(profile["sample"]) == SAMPLE_SIZE
-    assert profile == values_profile("number", pd.Series(values))  # seeded sample
+    percentiles = np.quantile(values, [p / 100 for p in range(1, 100)])
+    assert profile["quantiles"] == pytest.approx(percentiles)
+    # Summaries only: no raw values, not even the extremes.
+    assert "sample" not in profile
+    assert values.min() not in profile["quantiles"] and values.max() not in profile["quantiles"]
+    assert profile == values_profile("number", pd.Series(values))
 
 
 def test_numeric_comparison_matches_scipy_ks_and_manual_psi() -> None:
     rng = np.random.default_rng(1)
-    profile = values_profile("number", pd.Series(rng.normal(size=3000)))
+    training = rng.normal(size=3000)
+    profile = values_profile("number", pd.Series(training))
     window = rng.normal(loc=0.5, size=800)
     result = compare(profile, window)
     assert result is not None and result["test"] == "ks"
-    expected = stats.ks_2samp(np.asarray(profile["sample"]), window)
+    # The reference: 1000 evenly spaced points of the quantile function through the
+    # training percentiles (the outer 1% at the 1st and 99th percentile).
+    probs = [p / 100 for p in range(1, 100)]
+    rebuilt = np.interp((np.arange(1000) + 0.5) / 1000, probs, np.quantile(training, probs))
+    expected = stats.ks_2samp(rebuilt, window)
     assert result["statistic"] == pytest.approx(expected.statistic)
     assert result["p_value"] == pytest.approx(expected.pvalue)
+    # ... and it says what the raw training values would have said.
+    raw = stats.ks_2samp(training, window)
+    assert abs(result["statistic"] - raw.statistic) < 0.02
     edges = np.asarray(profile["edges"])
     counts = np.array(
         [np.sum(window <= edges[0])]
@@ -111,7 +124,7 @@ def test_verdict_rule_and_minimum_window() -> None:
 COLUMNS = [f"x{i}" for i in range(12)]
 
 
-def synthetic_card(output: str = "label") -> dict[str, Any]:
+def synthetic_card(output: str = "label") -> ModelCard:
     rng = np.random.default_rng(5)
     raw = pd.DataFrame({name: rng.normal(size=2000) for name in COLUMNS})
     raw["colour"] = rng.choice(["red", "green", "blue"], size=2000, p=[0.5, 0.3, 0.2])
@@ -123,22 +136,33 @@ def synthetic_card(output: str = "label") -> dict[str, Any]:
     predictions: list[Any] = (
         list(np.where(raw["x0"] > 0, "pos", "neg")) if output == "label" else list(raw["x0"] * 2)
     )
-    return {
-        "model_version": "v1",
-        "name": "synthetic",
-        "output": {"kind": output},
-        "serving": {"monitor": {"kind": "function"}},
-        "input_schema": schema,
-        "reference_profile": reference_profile(raw, schema, predictions, output),
-    }
+    return ModelCard(
+        name="synthetic",
+        model_version="v1",
+        nb2prod_version="test",
+        notebook={"path": "synthetic.ipynb", "sha256": ""},
+        trained_in="host",
+        trained_at="2026-01-01T00:00:00Z",
+        training_seconds=0.0,
+        python="3",
+        parameters={},
+        metrics={},
+        seeds={},
+        libraries={},
+        data_fingerprint={},
+        input_schema=schema,
+        output={"kind": output},
+        serving={"monitor": {"kind": "function"}},
+        reference_profile=reference_profile(raw, schema, predictions, output),
+    )
 
 
 def make_monitor(
-    card: dict[str, Any] | None = None, model_code: Any = None, **settings: Any
+    card: ModelCard | None = None, model_code: Any = None, **settings: Any
 ) -> tuple[Monitor, CollectorRegistry]:
     registry = CollectorRegistry()
     card = card or synthetic_card()
-    kind = card["output"]["kind"]
+    kind = card.output_kind
     metrics = MonitorMetrics(registry, {"label": "accuracy", "number": "mae"}[kind])
     return Monitor(card, metrics, MonitorSettings(**settings), model_code), registry
 

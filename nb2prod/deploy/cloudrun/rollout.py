@@ -12,9 +12,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from ...builddir import read_json, read_optional
+from ...builddir import BuildDir
 from ...errors import ConfigError
 from ...models import CloudRunDeployment, CloudRunOptions, TrafficSplit
+from ...runtime.card import ModelCard
 from . import api
 from .service import build_service, knative_service, render_request, write_service_yaml
 from .settings import (
@@ -39,8 +40,8 @@ def deploy(options: CloudRunOptions) -> CloudRunDeployment:
     """
     build_dir = Path(options.build_dir)
     check_options(options)
-    card = read_json(build_dir / "model" / "model_card.json", "python train.py")
-    location = resolve_location(options.project, options.region, options.service, card["name"])
+    card = BuildDir(build_dir).card()
+    location = resolve_location(options.project, options.region, options.service, card.name)
     if options.canary is not None:
         check_canary_name(location)
     image, notes = _deployable_image(build_dir, card, options.dry_run)
@@ -51,7 +52,7 @@ def deploy(options: CloudRunOptions) -> CloudRunDeployment:
     traffic, traffic_notes = _traffic(options, location, revision, baseline)
     service = build_service(options, location, image, card, traffic)
     service_yaml = write_service_yaml(
-        build_dir / "service.yaml", knative_service(service, location.region)
+        BuildDir(build_dir).service_yaml, knative_service(service, location.region)
     )
     result = CloudRunDeployment(
         project=location.project,
@@ -111,17 +112,15 @@ def _state(
 
 
 def _deployable_image(
-    build_dir: Path, card: dict[str, Any], dry_run: bool
+    build_dir: Path, card: ModelCard, dry_run: bool
 ) -> tuple[str, tuple[str, ...]]:
     """The pushed image by digest; a placeholder with a note on a dry run before a push."""
-    push = read_optional(build_dir / ".nb2prod" / "push.json")
-    built = read_optional(build_dir / ".nb2prod" / "image.json")
-    stale = bool(push and built and push.get("image_id") not in ("", None, built.get("image_id")))
+    push, stale = BuildDir(build_dir).current_push()
     if push and not stale:
-        return str(push["image"]), ()
+        return push.image, ()
     why = "was rebuilt after its last push" if stale else "has not been pushed yet"
     if dry_run:
-        image = f"REGISTRY/{card['name']}@{_NOT_PUSHED}"
+        image = f"REGISTRY/{card.name}@{_NOT_PUSHED}"
         return image, (f"The image {why}: the digest will be pinned at push time.",)
     raise ConfigError(
         f"the image in {build_dir} {why}; Cloud Run deploys by digest only",

@@ -23,6 +23,7 @@ from google.protobuf import duration_pb2, json_format
 from ...builddir import write_text_atomically
 from ...models import CloudRunOptions, TrafficSplit
 from ...naming import google_label_value
+from ...runtime.card import ModelCard
 from .settings import ServiceLocation
 
 PORT = 8080
@@ -35,14 +36,14 @@ def build_service(
     options: CloudRunOptions,
     location: ServiceLocation,
     image: str,
-    card: dict[str, Any],
+    card: ModelCard,
     traffic: tuple[TrafficSplit, ...] = (TrafficSplit(None, 100),),
 ) -> run_v2.Service:
     """The Service for DIR: container contract, resources, scaling, labels and traffic."""
     labels = {
         "managed-by": "nb2prod",
-        "nb2prod-model": google_label_value(str(card["name"])),
-        "nb2prod-model-version": google_label_value(str(card["model_version"])),
+        "nb2prod-model": google_label_value(card.name),
+        "nb2prod-model-version": google_label_value(card.model_version),
     }
     template = run_v2.RevisionTemplate(
         labels=labels,
@@ -55,7 +56,7 @@ def build_service(
         max_instance_request_concurrency=options.concurrency,
     )
     content = json_format.MessageToJson(run_v2.RevisionTemplate.pb(template), sort_keys=True)
-    version = re.sub(r"[^a-z0-9]", "", str(card["model_version"]).lower())[:6] or "model"
+    version = re.sub(r"[^a-z0-9]", "", card.model_version.lower())[:6] or "model"
     fingerprint = hashlib.sha256(content.encode()).hexdigest()[:6]
     template.revision = f"{location.service}-{version}-{fingerprint}"
     return run_v2.Service(

@@ -7,14 +7,13 @@ service's traffic (a read-modify-write with the etag and an update mask).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from google.cloud import run_v2
 
-from ...builddir import read_json, write_text_atomically
+from ...builddir import BuildDir
 from ...errors import ConfigError, DeployError
 from ...models import CloudRunDeployment, TrafficOptions, TrafficSplit
 from . import api
@@ -109,7 +108,7 @@ def _move_traffic(
         allow_missing=False,
         update_mask=("traffic",),
     )
-    service_yaml = build_dir / "service.yaml"
+    service_yaml = BuildDir(build_dir).service_yaml
     knative = read_service_yaml(service_yaml)
     if knative is not None:
         knative["spec"]["traffic"] = knative_traffic(traffic)
@@ -140,7 +139,7 @@ def short_name(resource: str) -> str:
 
 def read_state(build_dir: Path) -> dict[str, Any]:
     """What the last deploy of DIR recorded; ConfigError when DIR was never deployed here."""
-    state = read_json(build_dir / ".nb2prod" / "deploy.json", "nb2prod deploy --target cloudrun")
+    state = BuildDir(build_dir).deployment()
     if state.get("target") != "cloudrun":
         raise ConfigError(f"{build_dir} was not deployed to Cloud Run by nb2prod")
     return state
@@ -148,5 +147,4 @@ def read_state(build_dir: Path) -> dict[str, Any]:
 
 def write_state(build_dir: Path, state: dict[str, Any]) -> None:
     """Record a deploy (or a traffic move) for promote and rollback."""
-    text = json.dumps(state, indent=2, sort_keys=True) + "\n"
-    write_text_atomically(build_dir / ".nb2prod" / "deploy.json", text)
+    BuildDir(build_dir).write_deployment(state)

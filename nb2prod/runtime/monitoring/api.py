@@ -3,18 +3,23 @@
 ``GET /monitoring/drift`` serves the last drift check (``?refresh=true`` runs one first, in a
 worker thread); ``POST /feedback`` joins ground-truth labels to earlier predictions by request
 id. With ``NB2PROD_MONITORING=0`` nothing is hooked into ``/predict`` and both answer 503.
+With ``NB2PROD_ADMIN_TOKEN`` set, both need ``Authorization: Bearer <token>`` (``admin.py``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from types import ModuleType
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
+from ..admin import admin_guard
+from ..card import ModelCard
+from .alerts import WebhookURLError
 from .feedback import FeedbackError, quality_metric
 from .metrics import MonitorMetrics
 from .monitor import Monitor, monitoring_enabled
@@ -23,27 +28,37 @@ __all__ = ["install_monitoring"]
 
 _JSON = "application/json"
 
+logger = logging.getLogger("nb2prod.monitoring")
+
 
 def _json(content: Any, status: int = 200) -> Response:
     return Response(json.dumps(content, default=str), status_code=status, media_type=_JSON)
 
 
 def install_monitoring(
-    app: FastAPI, card: dict[str, Any], registry: CollectorRegistry, model_code: ModuleType
+    app: FastAPI, card: ModelCard, registry: CollectorRegistry, model_code: ModuleType
 ) -> Monitor | None:
     """Add the monitoring routes and the after_predict hook; None when monitoring is off.
 
-    The app's lifespan starts and stops the returned monitor's background thread.
+    The app's lifespan starts and stops the returned monitor's background thread. A webhook
+    URL that may not carry the token (``alerts.check_webhook_url``) stops the service from
+    starting, with one ERROR line: a service asked to alert must not run without alerts.
     """
     monitor: Monitor | None = None
     if monitoring_enabled():
-        metrics = MonitorMetrics(registry, quality_metric(str(card.get("output", {}).get("kind"))))
-        monitor = Monitor(card, metrics, model_code=model_code)
+        metrics = MonitorMetrics(registry, quality_metric(card.output_kind))
+        try:
+            monitor = Monitor(card, metrics, model_code=model_code)
+        except WebhookURLError as err:
+            logger.error("%s", err)
+            raise
         app.state.after_predict.append(monitor.after_predict)
     app.state.monitor = monitor
     off = {"detail": "monitoring is off in this service (NB2PROD_MONITORING=0)"}
 
-    @app.get("/monitoring/drift", tags=["monitoring"])
+    admin = [Depends(admin_guard())]
+
+    @app.get("/monitoring/drift", tags=["monitoring"], dependencies=admin)
     async def monitoring_drift(refresh: bool = False) -> Response:
         """Drift of each input column and of the predictions vs training, and the verdict.
 
@@ -54,7 +69,7 @@ def install_monitoring(
         report = await run_in_threadpool(monitor.check) if refresh else monitor.report()
         return _json(report)
 
-    @app.post("/feedback", tags=["monitoring"])
+    @app.post("/feedback", tags=["monitoring"], dependencies=admin)
     async def feedback(request: Request) -> Response:
         """Ground truth for earlier predictions: ``{"request_id", "label"}`` or ``"labels"``.
 

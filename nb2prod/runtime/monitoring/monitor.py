@@ -8,8 +8,12 @@ notebook's ``monitor(inputs, predictions)`` hook, and every ``NB2PROD_DRIFT_EVER
 requests or ``NB2PROD_DRIFT_EVERY_SECONDS`` seconds compares the window with the reference
 (``drift.py``), updates the Prometheus gauges and raises alerts (``alerts.py``).
 
-Everything is bounded: the window, the queue, the prediction store, and the metric labels
-(feature names from the schema, hook gauge names from the hook's first result).
+Everything is bounded, in rows and in bytes: the window and the queue (``window`` rows each),
+the prediction store, the metric labels (feature names from the schema, hook gauge names from
+the hook's first result), and every text a client sends: the request path cuts a long string
+to a bounded preview (:func:`~.profile.bounded_text`, at most 64 characters) before it is
+queued, so a 10 MB value costs 64 characters of memory, and the notebook's hook sees the cut
+value too. Reports name at most ten unseen levels, by a 24-character preview each.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..card import ModelCard
 from ..schema import FrameBuilder
 from .alerts import DriftAlerts, WebhookSettings
 from .drift import Thresholds, compare, judge
 from .feedback import LiveQuality, PredictionStore, parse_feedback
 from .metrics import MonitorMetrics
-from .profile import numeric_values
+from .profile import MAX_LEVEL_CHARS, bounded_text, level_key, numeric_values
 
 __all__ = ["Monitor", "MonitorSettings", "monitoring_enabled"]
 
@@ -101,15 +106,15 @@ class Monitor:
 
     def __init__(
         self,
-        card: Mapping[str, Any],
+        card: ModelCard,
         metrics: MonitorMetrics,
         settings: MonitorSettings | None = None,
         model_code: ModuleType | None = None,
     ) -> None:
         self.settings = settings or MonitorSettings.from_env()
         self.metrics = metrics
-        self.model_version = str(card["model_version"])
-        profile = card.get("reference_profile") or {"columns": {}, "predictions": {}}
+        self.model_version = card.model_version
+        profile = card.reference_profile or {"columns": {}, "predictions": {}}
         self._profiles: dict[str, dict[str, Any]] = {
             name: entry
             for name, entry in profile["columns"].items()
@@ -120,7 +125,7 @@ class Monitor:
             predictions_profile if predictions_profile.get("kind") != "skipped" else {}
         )
         window = self.settings.window
-        schema = card.get("input_schema") or {"columns": []}
+        schema = card.input_schema
         self._frames = FrameBuilder(schema)
         names = [column["name"] for column in schema["columns"]]
         self._index = {name: position for position, name in enumerate(names)}
@@ -132,15 +137,24 @@ class Monitor:
             column.get("dtype") == "float64" and column.get("kind") == "number"
             for column in schema["columns"]
         )
-        self._pending: deque[tuple[np.ndarray, list[Any]]] = deque(maxlen=window)
+        # Columns where a client can send free text (everything but numbers, booleans, times).
+        self._text_columns = [
+            position
+            for position, column in enumerate(schema["columns"])
+            if column.get("kind") not in ("number", "integer", "boolean", "datetime")
+        ]
+        # The queue is bounded in rows (a request may carry many): see after_predict.
+        self._pending: deque[tuple[np.ndarray, list[Any]]] = deque()
+        self._pending_rows = 0
+        self._pending_lock = threading.Lock()
         self._columns: dict[str, deque[Any]] = {n: deque(maxlen=window) for n in self._profiles}
         self._predictions: deque[Any] = deque(maxlen=window)
-        output_kind = str(card.get("output", {}).get("kind", "label"))
+        output_kind = card.output_kind
         self.quality = LiveQuality(output_kind, window)
         self.store = PredictionStore(self.settings.feedback_rows)
         self._remember = self.quality.metric is not None
         self._hook = self._notebook_hook(card, model_code)
-        service = os.environ.get("K_SERVICE") or str(card.get("name", "model"))
+        service = os.environ.get("K_SERVICE") or card.name
         self.alerts = DriftAlerts(
             service, self.model_version, self.settings.webhook, metrics.count_webhook
         )
@@ -157,23 +171,42 @@ class Monitor:
 
     @staticmethod
     def _notebook_hook(
-        card: Mapping[str, Any], model_code: ModuleType | None
+        card: ModelCard, model_code: ModuleType | None
     ) -> Callable[[pd.DataFrame, list[Any]], Any] | None:
-        kind = card.get("serving", {}).get("monitor", {}).get("kind", "none")
+        kind = card.serving.get("monitor", {}).get("kind", "none")
         hook = getattr(model_code, "monitor", None) if kind == "function" else None
         return hook if callable(hook) else None
 
     # -- the request path ------------------------------------------------------------------
     def after_predict(self, frame: pd.DataFrame, predictions: list[Any], request_id: str) -> None:
-        """The app's after_predict hook: append, remember, maybe wake the checker. O(1)."""
-        values = frame.to_numpy() if self._float_rows else frame.to_numpy(dtype=object)
-        self._pending.append((values, predictions))
+        """The app's after_predict hook: append, remember, maybe wake the checker.
+
+        O(1) for all-number inputs; O(text cells) otherwise, to cut long client strings.
+        """
+        if self._float_rows:
+            values = frame.to_numpy()
+        else:
+            values = frame.to_numpy(dtype=object)  # a copy: cutting texts leaves the frame be
+            for position in self._text_columns:
+                column = values[:, position]
+                for row, value in enumerate(column):
+                    if type(value) is str and len(value) > MAX_LEVEL_CHARS:
+                        column[row] = bounded_text(value)
+        self._enqueue(values, predictions)
         if self._remember:
             self.store.remember(request_id, predictions)
         self._requests += 1
         if self._requests >= self._next_check:
             self._next_check = self._requests + self.settings.every_requests
             self._wake.set()
+
+    def _enqueue(self, values: np.ndarray, predictions: list[Any]) -> None:
+        """Queue one request's rows; the oldest requests go once more than a window is queued."""
+        with self._pending_lock:  # uncontended: ~0.1 us
+            self._pending.append((values, predictions))
+            self._pending_rows += len(values)
+            while self._pending_rows > self.settings.window and len(self._pending) > 1:
+                self._pending_rows -= len(self._pending.popleft()[0])
 
     # -- the background thread ---------------------------------------------------------------
     def start(self) -> None:
@@ -209,9 +242,10 @@ class Monitor:
 
     def _ingest(self) -> None:
         """Move queued requests into the window and run the notebook hook on them."""
-        batches = []
-        while self._pending:
-            batches.append(self._pending.popleft())
+        with self._pending_lock:
+            batches = list(self._pending)
+            self._pending.clear()
+            self._pending_rows = 0
         if not batches:
             return
         block = np.concatenate([values for values, _ in batches])
@@ -221,8 +255,8 @@ class Monitor:
             column = recent[:, self._index[name]]
             if self._profiles[name]["kind"] == "numeric":
                 window.extend(numeric_values(column).tolist())
-            else:
-                window.extend(column.tolist())
+            else:  # the level each value counts as: a short text, not the object sent
+                window.extend(level_key(value) for value in column)
         self._predictions.extend(predictions[-self.settings.window :])
         self._rows_seen += len(block)
         if self._hook is not None:

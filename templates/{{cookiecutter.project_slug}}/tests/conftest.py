@@ -73,8 +73,14 @@ def compose_args(docker_compose_command: str, docker_compose_project_name: str) 
 
 @pytest.fixture(scope="session")
 def model_card() -> dict[str, Any]:
-    """The card the image was built with: golden rows, schema, model version."""
+    """The card the image was built with: schema, model version."""
     return dict(json.loads((BUILD_DIR / "model" / "model_card.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict[str, Any]:
+    """Training rows and the notebook's own predictions for them (kept out of the image)."""
+    return dict(json.loads((BUILD_DIR / "model" / "golden.json").read_text()))
 
 
 @pytest.fixture(scope="session")

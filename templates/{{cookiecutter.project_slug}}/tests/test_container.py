@@ -14,15 +14,21 @@ SERVICE = "model"
 
 
 def test_golden_rows_match_the_notebook(
-    service_url: str, model_card: dict[str, Any], contract_checks: ModuleType
+    service_url: str,
+    model_card: dict[str, Any],
+    golden: dict[str, Any],
+    contract_checks: ModuleType,
 ) -> None:
-    contract_checks.check_golden(service_url, model_card)
+    contract_checks.check_golden(service_url, model_card, golden)
 
 
 def test_malformed_requests_get_a_typed_422(
-    service_url: str, model_card: dict[str, Any], contract_checks: ModuleType
+    service_url: str,
+    model_card: dict[str, Any],
+    golden: dict[str, Any],
+    contract_checks: ModuleType,
 ) -> None:
-    contract_checks.check_typed_422(service_url, model_card)
+    contract_checks.check_typed_422(service_url, model_card, golden)
 
 
 def test_metrics_and_healthz_answer(service_url: str, contract_checks: ModuleType) -> None:
@@ -32,7 +38,7 @@ def test_metrics_and_healthz_answer(service_url: str, contract_checks: ModuleTyp
 
 def test_sigterm_lets_the_request_in_flight_finish(
     service_url: str,
-    model_card: dict[str, Any],
+    golden: dict[str, Any],
     contract_checks: ModuleType,
     compose_args: list[str],
 ) -> None:
@@ -57,4 +63,4 @@ def test_sigterm_lets_the_request_in_flight_finish(
             return None
         return int(done.stdout.split()[0])
 
-    contract_checks.check_graceful_shutdown(service_url, model_card, send_sigterm, wait_for_exit)
+    contract_checks.check_graceful_shutdown(service_url, golden, send_sigterm, wait_for_exit)

@@ -1,0 +1,1 @@
+"""Building the context: notebook -> spec -> serving plan -> requirements -> rendered directory."""
