@@ -26,10 +26,11 @@ from typing import Any
 
 import nbformat
 
+from nb2prod import engine as docker_engine
 from nb2prod import pipeline
-from nb2prod.ship import image, smoke
 from nb2prod.models import BuildOptions
 from nb2prod.runtime import contract_checks
+from nb2prod.ship import image, smoke
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = ("iris_function", "wine_script", "diabetes_regression")
@@ -53,7 +54,7 @@ print(json.dumps(sizes))
 """
 
 
-def installed_size(engine: image.DockerSDKEngine, tag: str) -> int:
+def installed_size(engine: docker_engine.DockerSDKEngine, tag: str) -> int:
     """Bytes the serving packages (with their dependencies) occupy in the image's venv."""
     out = engine.client.containers.run(
         tag, ["python", "-c", INSTALLED_SIZE], remove=True, user="10001"
@@ -61,16 +62,15 @@ def installed_size(engine: image.DockerSDKEngine, tag: str) -> int:
     return sum(json.loads(out).values())
 
 
-def ready_times(tag: str, runs: int) -> list[float]:
+def ready_times(engine: docker_engine.Engine, tag: str, runs: int) -> list[float]:
     """Seconds from ``docker run`` to the first 200 from ``/readyz``, ``runs`` times."""
-    containers = smoke.connect()
     times = []
     for _ in range(runs):
         started = time.monotonic()
-        container = containers.start(tag, port=9090, environment={"PORT": "9090"})
+        container = engine.start(smoke.smoke_container(tag, smoke.SMOKE_PORT))
         try:
             contract_checks.wait_until_ready(
-                f"http://127.0.0.1:{container.host_port}",
+                f"http://127.0.0.1:{container.host_port(smoke.SMOKE_PORT)}",
                 interval=0.02,
                 still_running=container.is_running,
             )
@@ -95,7 +95,7 @@ def edit_predict_cell(notebook: Path) -> None:
 
 def bench(example: str, workdir: Path, runs: int) -> dict[str, Any]:
     """All figures for one example notebook."""
-    engine = image.connect()
+    engine = docker_engine.connect()
     notebooks = workdir / "notebooks"
     if not notebooks.exists():
         shutil.copytree(REPO / "example_notebooks", notebooks)
@@ -112,9 +112,11 @@ def bench(example: str, workdir: Path, runs: int) -> dict[str, Any]:
     cached = image.cached_steps(warm.log_path.read_text())
 
     base = str(json.loads((context / ".nb2prod" / "image.json").read_text())["base_image"])
-    base_size = engine.image_info(base)[1]
+    info = engine.inspect_image(base)
+    assert info is not None, f"the base image {base} is gone"
+    base_size = info.size_bytes
     packages = installed_size(engine, warm.tags[0])
-    ready = ready_times(warm.tags[0], runs)
+    ready = ready_times(engine, warm.tags[0], runs)
     return {
         "example": example,
         "image_mb": warm.size_bytes / MB,

@@ -1,34 +1,23 @@
-"""Stage 3: BuildContext -> TrainedArtifact, by running the generated train.py.
+"""Training on this host: ``python train.py`` in a fresh interpreter, never the user's kernel.
 
-Training runs in a fresh interpreter, never in the user's kernel, with
-PYTHONHASHSEED fixed. Its output streams to a progress callback; a failure is
-reported against the notebook's cell and line, not train.py's.
+PYTHONHASHSEED is fixed; stdout streams to a progress callback and stderr is kept to
+explain a failure, which ``outcome`` reports against the notebook's cell and line.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from ..errors import NotebookError, TrainingError
 from ..models import BuildContext, TrainedArtifact
+from .outcome import KEPT_LINES, FinishedRun, artifact_of
 
 Progress = Callable[[str], None]
-
-#: Exit code and line prefix train.py uses for contract problems (see runtime/training.py).
-CONTRACT_EXIT_CODE = 3
-ERROR_PREFIX = "nb2prod-error: "
-_CELL_MARK = re.compile(r"^# %% cell (\d+) \[(\w+)\]")
-_TRACE_LINE = re.compile(r'File "(?P<file>[^"]*train\.py)", line (?P<line>\d+)')
 
 
 def train_on_host(context: BuildContext, progress: Progress | None = None) -> TrainedArtifact:
@@ -42,10 +31,9 @@ def train_on_host(context: BuildContext, progress: Progress | None = None) -> Tr
         "NB2PROD_NOTEBOOK_DIR": str(context.spec.path.parent),
     }
     env.pop("NB2PROD_MODEL_DIR", None)
-    command = [sys.executable, "train.py"]
-    errors: deque[str] = deque(maxlen=60)
+    errors: deque[str] = deque(maxlen=KEPT_LINES)
     with subprocess.Popen(
-        command,
+        [sys.executable, "train.py"],
         cwd=context.path,
         env=env,
         stdout=subprocess.PIPE,
@@ -62,51 +50,5 @@ def train_on_host(context: BuildContext, progress: Progress | None = None) -> Tr
                 progress(line.rstrip("\n"))
         code = process.wait()
         drain.join(timeout=10)
-    raise_for_training_exit(code, [e.rstrip("\n") for e in errors], context)
-    return load_artifact(context, time.perf_counter() - started)
-
-
-def raise_for_training_exit(code: int, tail: list[str], context: BuildContext) -> None:
-    """Turn a failed train.py run into the error that names the notebook's cell."""
-    if code == 0:
-        return
-    train_py = context.path / "train.py"
-    for line in tail:
-        if line.startswith(ERROR_PREFIX):
-            raise NotebookError(
-                line[len(ERROR_PREFIX) :],
-                hint="Fix the notebook, run it top to bottom in Jupyter, then build again.",
-            )
-    where, line = _failing_cell(tail, train_py)
-    error = next((entry.strip() for entry in reversed(tail) if entry.strip()), "")
-    detail = f"\n  {line}\n  {error}" if line else "\n" + "\n".join(f"  {t}" for t in tail[-12:])
-    raise TrainingError(
-        f"training failed{where} (train.py exited with {code}):{detail}",
-        hint="Run the notebook top to bottom in Jupyter to reproduce it, or see the full "
-        f"traceback with: nb2prod generate {context.spec.path} -o DIR && python DIR/train.py",
-    )
-
-
-def _failing_cell(tail: list[str], train_py: Path) -> tuple[str, str]:
-    """(' in cell N [role]', the failing line) for the deepest train.py frame of a traceback."""
-    lines = [int(m.group("line")) for entry in tail if (m := _TRACE_LINE.search(entry))]
-    if not lines or not train_py.is_file():
-        return "", ""
-    source = train_py.read_text().splitlines()
-    target = lines[-1]
-    failing = source[target - 1].strip() if 0 < target <= len(source) else ""
-    for index in range(min(target, len(source)) - 1, -1, -1):
-        mark = _CELL_MARK.match(source[index])
-        if mark:
-            return f" in cell {mark.group(1)} [{mark.group(2)}]", failing
-    return "", failing
-
-
-def load_artifact(context: BuildContext, seconds: float) -> TrainedArtifact:
-    """Read the model/ that train.py wrote."""
-    model_dir = context.path / "model"
-    card_path = model_dir / "model_card.json"
-    if not card_path.is_file() or not (model_dir / "state.pkl").is_file():
-        raise TrainingError(f"train.py finished but wrote no model card in {model_dir}")
-    card: dict[str, Any] = json.loads(card_path.read_text())
-    return TrainedArtifact(context=context, model_dir=model_dir, card=card, seconds=seconds)
+    output = [line.rstrip("\n") for line in errors]
+    return artifact_of(FinishedRun(context, code, output, "on this host", started))

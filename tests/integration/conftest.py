@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
+from nb2prod import engine
 from nb2prod.errors import DockerUnavailableError
-from nb2prod.ship import image
 
 
 @pytest.fixture(scope="session")
 def docker_engine() -> Any:
-    """The real engine (``nb2prod.image.DockerSDKEngine``); skip or fail when none answers."""
+    """The real engine (``nb2prod.engine.DockerSDKEngine``); skip or fail when none answers."""
     try:
-        return image.connect()
+        return engine.connect()
     except DockerUnavailableError as err:
         reason = f"no Docker engine: {err} (run `bash ../shared/ci/docker-env.sh`)"
         if os.environ.get("NB2PROD_REQUIRE_DOCKER") == "1":

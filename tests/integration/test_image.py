@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ import pytest
 
 from nb2prod import pipeline
 from nb2prod.errors import ParityError
-from nb2prod.models import BuildOptions, ImageResult
+from nb2prod.models import BuildContext, BuildOptions, ImageResult, SmokeReport
 from nb2prod.ship import image, smoke
+from nb2prod.train import train
 
 pytestmark = pytest.mark.docker
 
@@ -30,11 +32,16 @@ NOTEBOOK = REPO / "example_notebooks" / "iris_function.ipynb"
 
 
 @pytest.fixture(scope="module")
-def context(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any) -> Path:
+def host_trained(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any) -> BuildContext:
     """A rendered, host-trained build context for the function-style iris example."""
     target = tmp_path_factory.mktemp("ctx") / "iris_function"
-    pipeline.build(BuildOptions(notebook=NOTEBOOK, output=target, docker=False, quiet=True))
-    return target
+    options = BuildOptions(notebook=NOTEBOOK, output=target, docker=False, quiet=True)
+    return pipeline.build(options).context
+
+
+@pytest.fixture(scope="module")
+def context(host_trained: BuildContext) -> Path:
+    return host_trained.path
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +51,13 @@ def built(context: Path, docker_engine: Any) -> ImageResult:
 
 def card_of(context: Path) -> dict[str, Any]:
     return dict(json.loads((context / "model" / "model_card.json").read_text()))
+
+
+def smoke_test(image_ref: str, card: dict[str, Any], **options: Any) -> SmokeReport:
+    """What ``nb2prod build`` does after the image: run the checks, raise for a failure."""
+    report = smoke.run_smoke_checks(image_ref, card, **options)
+    smoke.raise_for_report(report, image_ref)
+    return report
 
 
 def test_image_is_tagged_labelled_and_runs_as_non_root(
@@ -67,7 +81,7 @@ def test_image_is_tagged_labelled_and_runs_as_non_root(
 
 def test_container_passes_every_smoke_check(built: ImageResult, context: Path) -> None:
     lines: list[str] = []
-    report = smoke.smoke_test(built.tags[0], card_of(context), progress=lines.append)
+    report = smoke_test(built.tags[0], card_of(context), progress=lines.append)
     assert report.ok, smoke.report_to_dict(report)
     assert [c.name for c in report.checks] == list(smoke.CHECK_NAMES)
     assert report.ready_seconds is not None and report.ready_seconds < 20
@@ -105,7 +119,7 @@ def test_parity_guard_fails_with_rows_side_by_side(
     (skewed / "model" / "model_card.json").write_text(json.dumps(card))
     tag = image.build_image(skewed, engine=docker_engine, quiet=True).tags[0]
     with pytest.raises(ParityError) as caught:
-        smoke.smoke_test(tag, card)
+        smoke_test(tag, card)
     message = str(caught.value)
     assert "1 of 8 golden rows differ" in message
     assert "expected (notebook)" in message and "got (service)" in message
@@ -114,15 +128,15 @@ def test_parity_guard_fails_with_rows_side_by_side(
 
 
 def test_training_in_a_container_matches_the_host(
-    built: ImageResult, context: Path, tmp_path: Path, docker_engine: Any
+    built: ImageResult, host_trained: BuildContext, tmp_path: Path, docker_engine: Any
 ) -> None:
+    context = host_trained.path
     in_container = tmp_path / "iris_function"
     shutil.copytree(context, in_container)
     shutil.rmtree(in_container / "model")
     lines: list[str] = []
-    model_dir = image.train_in_container(
-        in_container, NOTEBOOK.parent, engine=docker_engine, progress=lines.append
-    )
+    copy = replace(host_trained, path=in_container)
+    model_dir = train(copy, lines.append, engine=docker_engine).model_dir
     card, host_card = card_of(in_container), card_of(context)
     assert card["trained_in"] == "container" and host_card["trained_in"] == "host"
     assert card["golden"] == host_card["golden"]
@@ -169,9 +183,9 @@ def test_training_in_a_container_reads_data_relative_to_the_notebook(
         name="relative_data",
         folder=folder,
     )
-    context = pipeline.generate(notebook, tmp_path / "build" / "relative_data").path
-    image.train_in_container(context, folder, engine=docker_engine, quiet=True)
-    card = card_of(context)
+    generated = pipeline.generate(notebook, tmp_path / "build" / "relative_data")
+    train(generated, engine=docker_engine)
+    card = card_of(generated.path)
     assert card["trained_in"] == "container"
     assert card["data_fingerprint"]["rows"] == 60
     assert not (folder / "model").exists()  # nothing written next to the notebook

@@ -130,66 +130,6 @@ def test_unreachable_registry_is_a_push_error(
     assert not (directory / ".nb2prod" / "push.json").exists()
 
 
-# -- control flow with a stand-in engine (no Docker needed) --------------------------------
-
-
-class _Image:
-    def tag(self, repository: str, tag: str) -> bool:
-        return True
-
-
-class _Engine:
-    """Just enough of docker.DockerClient: images.get and a scripted api.push stream."""
-
-    def __init__(self, events: list[dict[str, Any]]) -> None:
-        self.events = events
-        self.images = self
-        self.api = self
-
-    def get(self, ref: str) -> _Image:
-        return _Image()
-
-    def push(self, repository: str, **_: Any) -> Iterator[dict[str, Any]]:
-        return iter(self.events)
-
-
-def _stub_dir(tmp_path: Path) -> Path:
-    (tmp_path / "model").mkdir()
-    (tmp_path / ".nb2prod").mkdir()
-    (tmp_path / "model" / "model_card.json").write_text('{"name": "m", "model_version": "v1"}')
-    (tmp_path / ".nb2prod" / "image.json").write_text('{"image_id": "sha256:1", "tags": ["m:v1"]}')
-    return tmp_path
-
-
-def test_auth_failure_points_at_gcloud_configure_docker(tmp_path: Path) -> None:
-    engine = _Engine(
-        [
-            {"status": "Preparing", "id": "abc"},
-            {"errorDetail": {"message": "denied: Unauthenticated request."}, "error": "denied"},
-        ]
-    )
-    registry = "europe-west1-docker.pkg.dev/proj/models"
-    with pytest.raises(PushError) as caught:
-        push.push_image(_stub_dir(tmp_path), registry, client=engine)  # type: ignore[arg-type]
-    assert "authentication" in caught.value.message
-    assert caught.value.hint == (
-        "Run: gcloud auth login && gcloud auth configure-docker europe-west1-docker.pkg.dev"
-    )
-
-
-def test_push_without_a_digest_is_an_error(tmp_path: Path) -> None:
-    engine = _Engine([{"status": "Pushed", "id": "abc"}])
-    with pytest.raises(PushError, match="did not report a digest"):
-        push.push_image(_stub_dir(tmp_path), "127.0.0.1:5000/x", client=engine)  # type: ignore[arg-type]
-
-
-def test_digest_comes_from_the_aux_record(tmp_path: Path) -> None:
-    digest = "sha256:" + "cd" * 32
-    engine = _Engine([{"status": "Pushed", "id": "abc"}, {"aux": {"Tag": "v1", "Digest": digest}}])
-    record = push.push_image(_stub_dir(tmp_path), "127.0.0.1:5000/x", client=engine)  # type: ignore[arg-type]
-    assert record.image == f"127.0.0.1:5000/x/m@{digest}"
-
-
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nb2prod", *args], capture_output=True, text=True, check=False

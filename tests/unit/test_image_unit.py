@@ -1,20 +1,25 @@
-"""The image and smoke stages without Docker: templates, hadolint, and control flow on doubles."""
+"""The image and smoke stages without Docker: templates, hadolint, and control flow on the
+engine double (tests/engine_double.py)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
+from engine_double import FakeEngine, ScriptedBuild, container
 
+from nb2prod import engine
+from nb2prod.engine import EngineError
 from nb2prod.errors import DockerUnavailableError, ImageBuildError, ParityError, SmokeTestError
 from nb2prod.models import SmokeCheck, SmokeReport
 from nb2prod.runtime import contract_checks
@@ -108,45 +113,7 @@ def test_compose_file_runs_the_service_like_the_smoke_test() -> None:
     assert "${NB2PROD_IMAGE:?" in text
 
 
-# --- build control flow on a double ---------------------------------------------------------
-
-
-class FakeEngine:
-    """A DockerEngine double: replays canned build messages and records what it was asked."""
-
-    def __init__(
-        self, messages: Sequence[dict[str, Any]], run_output: Sequence[str] = (), code: int = 0
-    ):
-        self.messages = list(messages)
-        self.run_output = list(run_output)
-        self.code = code
-        self.builds: list[dict[str, Any]] = []
-        self.tags: list[tuple[str, str]] = []
-        self.runs: list[dict[str, Any]] = []
-        self.local_images = {"python:3.11-slim"}
-
-    def build(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        self.builds.append(kwargs)
-        return iter(self.messages)
-
-    def image_exists(self, ref: str) -> bool:
-        return ref in self.local_images
-
-    def image_info(self, ref: str) -> tuple[str, int]:
-        return "sha256:feed", 1234
-
-    def tag_image(self, image_id: str, ref: str) -> None:
-        self.tags.append((image_id, ref))
-
-    def run(self, image_ref: str, **kwargs: Any) -> int:
-        self.runs.append({"image": image_ref, **kwargs})
-        for line in self.run_output:
-            kwargs["on_output"](line)
-        return self.code
-
-
-def steps(*lines: str) -> list[dict[str, Any]]:
-    return [{"stream": line + "\n"} for line in lines]
+# --- build control flow on the engine double ------------------------------------------------
 
 
 @pytest.fixture
@@ -160,45 +127,38 @@ def context(tmp_path: Path) -> Path:
 
 
 def test_failing_build_names_the_step_and_keeps_the_log(context: Path) -> None:
-    messages = steps(
+    lines = [
         "Step 1/20 : ARG BASE_IMAGE=python:3.11-slim",
         "Step 6/20 : RUN pip install --no-cache-dir -r /tmp/requirements-serving.txt",
         *(f"pip line {i}" for i in range(30)),
         "ERROR: No matching distribution found for scikit-learn==99",
-    ) + [
-        {
-            "error": "The command returned a non-zero code: 1",
-            "errorDetail": {"message": "returned 1"},
-        }
     ]
+    engine = FakeEngine(builds=[ScriptedBuild(lines, error="returned a non-zero code: 1")])
     progress: list[str] = []
     with pytest.raises(ImageBuildError) as caught:
-        image.build_image(context, engine=FakeEngine(messages), progress=progress.append)
+        image.build_image(context, engine=engine, progress=progress.append)
     message = str(caught.value)
-    assert "Step 6/20 : RUN pip install" in message and "returned 1" in message
+    assert "Step 6/20 : RUN pip install" in message and "non-zero code: 1" in message
     assert "No matching distribution found" in message and "pip line 29" in message
     assert "pip line 5\n" not in message  # only the last lines
     assert caught.value.exit_code == ImageBuildError.exit_code
     log = context / ".nb2prod" / "build.log"
     assert str(log) in (caught.value.hint or "")
     assert "pip line 0" in log.read_text()
-    assert progress == [
-        "Step 1/20 : ARG BASE_IMAGE=python:3.11-slim",
-        "Step 6/20 : RUN pip install --no-cache-dir -r /tmp/requirements-serving.txt",
-    ]
+    assert progress == lines[:2]
+    assert not (context / ".nb2prod" / "image.json").exists()
 
 
 def test_successful_build_tags_labels_and_records(context: Path) -> None:
-    engine = FakeEngine(
-        steps("Step 1/2 : FROM x", " ---> Using cache", "Step 2/2 : CMD y")
-        + [{"aux": {"ID": "sha256:feed"}}]
-    )
+    build = ScriptedBuild(["Step 1/2 : FROM x", " ---> Using cache", "Step 2/2 : CMD y"])
+    engine = FakeEngine(builds=[build])
     result = image.build_image(context, tags=["registry:5000/iris:prod"], engine=engine, quiet=True)
     assert result.tags == ("iris-function:abc123", "registry:5000/iris:prod")
-    assert engine.tags == [("sha256:feed", "registry:5000/iris:prod")]
-    (build,) = engine.builds
-    assert build["pull"] is False and build["tag"] == "iris-function:abc123"
-    assert build["labels"]["org.opencontainers.image.version"] == "abc123"
+    assert engine.calls_to("tag") == [{"image": "sha256:feed", "ref": "registry:5000/iris:prod"}]
+    (built,) = engine.calls_to("build")
+    assert built["pull"] is False and built["tag"] == "iris-function:abc123"
+    assert built["dockerfile"] == "Dockerfile" and built["buildargs"] == {}
+    assert built["labels"]["org.opencontainers.image.version"] == "abc123"
     record = json.loads((context / ".nb2prod" / "image.json").read_text())
     assert record["image_id"] == "sha256:feed" and record["size_bytes"] == 1234
     assert record["base_image"] == "python:3.11-slim" and record["built_at"]
@@ -208,93 +168,70 @@ def test_successful_build_tags_labels_and_records(context: Path) -> None:
 
 
 def test_base_image_override_is_a_build_arg_and_pulled_only_when_missing(context: Path) -> None:
-    done = steps("Step 1/1 : FROM x") + [{"aux": {"ID": "sha256:feed"}}]
-    engine = FakeEngine(done)
+    engine = FakeEngine(builds=[ScriptedBuild(["Step 1/1 : FROM x"])])
     image.build_image(context, base_image="python:3.12-slim", engine=engine, quiet=True)
-    assert engine.builds[0]["buildargs"] == {"BASE_IMAGE": "python:3.12-slim"}
-    assert engine.builds[0]["pull"] is True  # not present locally
+    (built,) = engine.calls_to("build")
+    assert built["buildargs"] == {"BASE_IMAGE": "python:3.12-slim"}
+    assert built["pull"] is True  # not present locally
     record = json.loads((context / ".nb2prod" / "image.json").read_text())
     assert record["base_image"] == "python:3.12-slim"
 
 
 def test_missing_model_card_is_a_build_error(tmp_path: Path) -> None:
+    engine = FakeEngine()
     with pytest.raises(ImageBuildError, match="trained model"):
-        image.build_image(tmp_path, engine=FakeEngine([]))
+        image.build_image(tmp_path, engine=engine)
+    assert engine.calls == []
 
 
 def test_no_engine_names_docker_host_and_no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    for connect in (image.connect, smoke.connect):
-        with pytest.raises(DockerUnavailableError) as caught:
-            connect()
-        assert "DOCKER_HOST=unix:///nonexistent/docker.sock" in str(caught.value)
-        assert "--no-docker" in (caught.value.hint or "")
+    with pytest.raises(DockerUnavailableError) as caught:
+        engine.connect()
+    assert "DOCKER_HOST=unix:///nonexistent/docker.sock" in str(caught.value)
+    assert "--no-docker" in (caught.value.hint or "")
+    assert caught.value.exit_code == 7
 
 
-def test_training_container_mounts_and_failure(context: Path, tmp_path: Path) -> None:
-    notebook_dir = tmp_path / "notebooks"
-    notebook_dir.mkdir()
-    built = steps("Step 1/1 : FROM x") + [{"aux": {"ID": "sha256:train"}}]
-    engine = FakeEngine(
-        built, run_output=[f"epoch {i}" for i in range(40)] + ["KeyError: 'x'"], code=1
-    )
-    with pytest.raises(Exception) as caught:
-        image.train_in_container(context, notebook_dir, engine=engine)
-    assert type(caught.value).__name__ == "TrainingError"
-    assert "KeyError: 'x'" in str(caught.value) and "epoch 39" in str(caught.value)
-    assert "epoch 1\n" not in str(caught.value)
-    (run,) = engine.runs
-    assert run["volumes"][str(notebook_dir)] == {"bind": "/notebook", "mode": "ro"}
-    assert run["volumes"][str(context)]["bind"] == "/build"
-    assert run["working_dir"] == "/notebook"
-    assert run["environment"]["NB2PROD_TRAINED_IN"] == "container"
-    assert engine.builds[0]["dockerfile"] == "Dockerfile.train"
-    assert "epoch 0" in (context / ".nb2prod" / "train.log").read_text()
-
-
-# --- smoke control flow --------------------------------------------------------------------
-
-
-class DeadContainer:
-    host_port = 1  # nothing listens there
-
-    def is_running(self) -> bool:
-        return False
-
-    def logs(self) -> str:
-        return "Traceback: ModuleNotFoundError: No module named 'sklearn'"
-
-    def send_signal(self, signal: str) -> None:
-        raise AssertionError("never reached")
-
-    def wait(self, timeout: float) -> int | None:
-        return 1
-
-    def remove(self) -> None:
-        self.removed = True
-
-
-class OneContainerEngine:
-    def __init__(self, container: Any) -> None:
-        self.container = container
-        self.started: list[Mapping[str, str]] = []
-
-    def start(self, image_ref: str, *, port: int, environment: Mapping[str, str]) -> Any:
-        self.started.append(environment)
-        return self.container
+# --- smoke control flow on the engine double ---------------------------------------------------
 
 
 def test_a_dead_container_fails_at_once_with_its_logs() -> None:
-    container = DeadContainer()
-    engine = OneContainerEngine(container)
-    report = smoke.run_smoke_checks("img", CARD, engine=engine, ready_timeout=30)
+    dead = container(
+        ["Traceback: ModuleNotFoundError: No module named 'sklearn'"], 1, running=False
+    )
+    fake = FakeEngine(containers=[dead])
+    report = smoke.run_smoke_checks("img", CARD, engine=fake, ready_timeout=30)
     assert [c.name for c in report.checks] == ["ready"] and not report.ok
     assert report.checks[0].seconds < 5
     assert "No module named 'sklearn'" in report.checks[0].detail
-    assert container.removed
-    assert engine.started == [{"PORT": "9090"}]
+    assert dead.removed
+    (started,) = fake.calls_to("start")
+    spec = started["spec"]
+    assert spec.image == "img" and spec.environment == {"PORT": "9090"}
+    assert spec.publish == (9090,) and spec.read_only and "/tmp" in spec.tmpfs
     with pytest.raises(SmokeTestError, match="ready"):
         smoke.raise_for_report(report, "img")
+
+
+def test_a_container_that_cannot_start_is_a_smoke_error() -> None:
+    fake = FakeEngine(containers=[EngineError("No such image: img")])
+    with pytest.raises(SmokeTestError, match="could not start a container from img"):
+        smoke.run_smoke_checks("img", CARD, engine=fake)
+
+
+def test_the_container_is_removed_when_a_check_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever goes wrong after the start (here: an interrupt while polling), it is removed."""
+    alive = container(running=True, port=1)
+    fake = FakeEngine(containers=[alive])
+
+    def interrupted(*args: Any, **kwargs: Any) -> float:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(contract_checks, "wait_until_ready", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        smoke.run_smoke_checks("img", CARD, engine=fake)
+    assert alive.removed
 
 
 class StubService(BaseHTTPRequestHandler):
@@ -387,3 +324,17 @@ def test_reports_as_junit_and_json(tmp_path: Path) -> None:
     smoke.write_report_json(report, tmp_path / "smoke.json")
     data = json.loads((tmp_path / "smoke.json").read_text())
     assert data["ok"] is False and data["ready_seconds"] == 1.2 and len(data["checks"]) == 2
+
+
+def test_only_the_engine_module_imports_docker() -> None:
+    """Every Docker use goes through nb2prod.engine: one interface, one real implementation."""
+    package = REPO / "nb2prod"
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(name.split(".")[0] == "docker" for name in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"engine.py"}
