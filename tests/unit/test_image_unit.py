@@ -17,35 +17,37 @@ from typing import Any
 import jinja2
 import pytest
 from engine_double import FakeEngine, ScriptedBuild, container
+from fake_build import make_card, write_model_dir
 
 from nb2prod import engine
 from nb2prod.engine import EngineError
 from nb2prod.errors import DockerUnavailableError, ImageBuildError, ParityError, SmokeTestError
 from nb2prod.models import SmokeCheck, SmokeReport
 from nb2prod.runtime import contract_checks
+from nb2prod.runtime.card import GoldenSet
 from nb2prod.ship import image, smoke
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "templates" / "{{cookiecutter.project_slug}}"
 
-CARD: dict[str, Any] = {
-    "name": "Iris Function",
-    "model_version": "abc123",
-    "trained_in": "host",
-    "input_schema": {
+CARD = make_card(
+    name="Iris Function",
+    model_version="abc123",
+    input_schema={
         "columns": [
-            {"name": "sepal length (cm)", "kind": "number"},
-            {"name": "colour", "kind": "string"},
-        ]
-    },
-    "golden": {
-        "rows": [
-            {"sepal length (cm)": 5.1, "colour": "red"},
-            {"sepal length (cm)": 6.2, "colour": "blue"},
+            {"name": "sepal length (cm)", "dtype": "float64", "kind": "number", "nullable": False},
+            {"name": "colour", "dtype": "object", "kind": "string", "nullable": False},
         ],
-        "predictions": ["setosa", "virginica"],
+        "ignored_columns": [],
     },
-}
+)
+GOLDEN = GoldenSet(
+    rows=[
+        {"sepal length (cm)": 5.1, "colour": "red"},
+        {"sepal length (cm)": 6.2, "colour": "blue"},
+    ],
+    predictions=["setosa", "virginica"],
+)
 
 
 def render(name: str, **values: str) -> str:
@@ -119,8 +121,7 @@ def test_compose_file_runs_the_service_like_the_smoke_test() -> None:
 @pytest.fixture
 def context(tmp_path: Path) -> Path:
     ctx = tmp_path / "iris"
-    (ctx / "model").mkdir(parents=True)
-    (ctx / "model" / "model_card.json").write_text(json.dumps(CARD))
+    write_model_dir(ctx, CARD, GOLDEN)
     (ctx / "Dockerfile").write_text(render("Dockerfile"))
     (ctx / "Dockerfile.train").write_text(render("Dockerfile.train"))
     return ctx
@@ -201,7 +202,7 @@ def test_a_dead_container_fails_at_once_with_its_logs() -> None:
         ["Traceback: ModuleNotFoundError: No module named 'sklearn'"], 1, running=False
     )
     fake = FakeEngine(containers=[dead])
-    report = smoke.run_smoke_checks("img", CARD, engine=fake, ready_timeout=30)
+    report = smoke.run_smoke_checks("img", CARD, GOLDEN, engine=fake, ready_timeout=30)
     assert [c.name for c in report.checks] == ["ready"] and not report.ok
     assert report.checks[0].seconds < 5
     assert "No module named 'sklearn'" in report.checks[0].detail
@@ -217,7 +218,7 @@ def test_a_dead_container_fails_at_once_with_its_logs() -> None:
 def test_a_container_that_cannot_start_is_a_smoke_error() -> None:
     fake = FakeEngine(containers=[EngineError("No such image: img")])
     with pytest.raises(SmokeTestError, match="could not start a container from img"):
-        smoke.run_smoke_checks("img", CARD, engine=fake)
+        smoke.run_smoke_checks("img", CARD, GOLDEN, engine=fake)
 
 
 def test_the_container_is_removed_when_a_check_raises(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,7 +231,7 @@ def test_the_container_is_removed_when_a_check_raises(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(contract_checks, "wait_until_ready", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        smoke.run_smoke_checks("img", CARD, engine=fake)
+        smoke.run_smoke_checks("img", CARD, GOLDEN, engine=fake)
     assert alive.removed
 
 
@@ -270,7 +271,7 @@ def stub_url() -> Iterator[str]:
 def test_parity_guard_shows_mismatching_rows_side_by_side(stub_url: str) -> None:
     StubService.answers = ["setosa", "versicolor"]
     with pytest.raises(contract_checks.ParityMismatch) as caught:
-        contract_checks.check_golden(stub_url, CARD)
+        contract_checks.check_golden(stub_url, CARD.to_json(), GOLDEN.to_json())
     assert caught.value.mismatches == [(1, "virginica", "versicolor")]
     table = str(caught.value)
     assert "1 of 2 golden rows differ" in table
@@ -287,7 +288,7 @@ def test_parity_guard_shows_mismatching_rows_side_by_side(stub_url: str) -> None
 
 def test_typed_422_check_refuses_a_service_that_accepts_garbage(stub_url: str) -> None:
     with pytest.raises(contract_checks.ContractCheckFailed, match="not 422"):
-        contract_checks.check_typed_422(stub_url, CARD)
+        contract_checks.check_typed_422(stub_url, CARD.to_json(), GOLDEN.to_json())
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from engine_double import FakeEngine, ScriptedPush
+from fake_build import make_card, write_image_record, write_model_dir
 
 from nb2prod.engine import ImageInfo
 from nb2prod.errors import PushError
@@ -20,10 +21,8 @@ DIGEST = "sha256:" + "cd" * 32
 
 def stub_dir(tmp_path: Path) -> Path:
     """A build dir whose image.json names image sha256:1, tagged m:v1."""
-    (tmp_path / "model").mkdir()
-    (tmp_path / ".nb2prod").mkdir()
-    (tmp_path / "model" / "model_card.json").write_text('{"name": "m", "model_version": "v1"}')
-    (tmp_path / ".nb2prod" / "image.json").write_text('{"image_id": "sha256:1", "tags": ["m:v1"]}')
+    write_model_dir(tmp_path, make_card(name="m", model_version="v1"))
+    write_image_record(tmp_path, "m:v1", "sha256:1")
     return tmp_path
 
 

@@ -132,7 +132,7 @@ def test_a_killed_run_says_so_on_either_path(crashing: BuildContext, code: int, 
 
 def test_a_run_that_writes_no_model_is_a_training_error(crashing: BuildContext) -> None:
     engine = training_engine(["done"], 0)
-    with pytest.raises(TrainingError, match="wrote no model card"):
+    with pytest.raises(TrainingError, match="wrote no model"):
         train(crashing, engine=engine)
 
 
