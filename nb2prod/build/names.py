@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ast
 import builtins
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from ..models import Cell
 
 BUILTIN_NAMES = frozenset(dir(builtins)) | {"__file__", "__name__", "display", "get_ipython"}
 
@@ -243,6 +246,18 @@ def name_use(tree: ast.Module) -> NameUse:
     )
 
 
-def names_loaded(tree: ast.AST) -> set[str]:
-    """Every name read anywhere in ``tree`` (any scope)."""
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+def names_read(cells: Iterable[Cell]) -> set[str]:
+    """Every name ``cells`` read, in any scope, including names read after a local binding.
+
+    An import hoisted out of a cell is still needed when the cell reads the name only after
+    binding it itself, so this is wider than ``Cell.reads``.
+    """
+    names: set[str] = set()
+    for cell in cells:
+        names |= set(cell.reads)
+        names |= {
+            n.id
+            for n in ast.walk(ast.parse(cell.code))
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+        }
+    return names

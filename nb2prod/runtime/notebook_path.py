@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ast
 import traceback
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .plan import Bindings, CellsStep, FunctionStep, NoStep, ServingPlan
 from .schema import predictions_to_list
 
 _CELL_CODE: dict[str, str] = {}  # exec'd cell code by filename, for error messages
@@ -32,11 +34,11 @@ class NotebookPath:
     from the cells as the notebook runs them, and serving must reproduce them.
     """
 
-    def __init__(self, ns: dict[str, Any], plan: dict[str, Any]) -> None:
+    def __init__(self, ns: dict[str, Any], plan: ServingPlan) -> None:
         self.ns = ns
         self.plan = plan
-        self.pre = plan["preprocess"]
-        self.pred = plan["predict"]
+        self.pre = plan.preprocess
+        self.pred = plan.predict
         self.raw_name: str | None = None
         self.features_name: str | None = None  # predict's input name
         self.output_name: str | None = None  # preprocess's output that feeds it
@@ -45,45 +47,49 @@ class NotebookPath:
 
     # -- working out the plan from the namespace -------------------------------------
     def _resolve(self) -> None:
-        if self.pred["kind"] == "function":
-            params = self.pred["params"]
+        if isinstance(self.pred, FunctionStep):
+            params = self.pred.params
             if not params:
                 raise ContractError("`predict` must take the features as its last argument")
             self.features_name = params[-1]
-            call = self.plan["calls"].get("predict", [])
+            call = self.plan.calls.get("predict", ())
             for index, param in enumerate(params[:-1]):
                 self.args[param] = self._argument(param, call, index)
         else:
-            self.features_name = self._features_of_cells()
-        if self.pre["kind"] == "function":
-            call = self.plan["calls"].get("preprocess")
+            self.features_name = self._features_of_cells(self.pred)
+        self.raw_frame = self._raw_frame()
+
+    def _raw_frame(self) -> pd.DataFrame:
+        """The raw training input: what preprocess (or predict, without one) was called on."""
+        if isinstance(self.pre, FunctionStep):
+            call = self.plan.calls.get("preprocess")
             if not call:
                 raise ContractError(
                     "can't tell which DataFrame is the raw input: the notebook never calls "
                     "`preprocess(...)`. Call it on the raw frame in a train or evaluate cell, "
                     "e.g. `model.fit(preprocess(X_train), y_train)`"
                 )
-            self.raw_frame = self._frame(self._data_root(call[0]), f"preprocess({call[0]})")
-        elif self.pre["kind"] == "cells":
-            self.raw_name = self._raw_of_cells()
-            self.raw_frame = self._frame(self.ns[self.raw_name], self.raw_name)
-            self.output_name = self._output_of_cells()
-        elif self.pred["kind"] == "function":
-            call = self.plan["calls"].get("predict", [])
-            if len(call) < len(self.pred["params"]):
+            return self._frame(self._data_root(call[0]), f"preprocess({call[0]})")
+        if isinstance(self.pre, CellsStep):
+            self.raw_name = self._raw_of_cells(self.pre)
+            frame = self._frame(self.ns[self.raw_name], self.raw_name)
+            self.output_name = self._output_of_cells(self.pre)
+            return frame
+        if isinstance(self.pred, FunctionStep):
+            call = self.plan.calls.get("predict", ())
+            if len(call) < len(self.pred.params):
                 raise ContractError(
                     "can't tell which DataFrame is the raw input: the notebook never calls "
                     "`predict(model, features)`. Call it once on the input frame, e.g. "
                     "`predict(model, X_test)`"
                 )
-            self.raw_frame = self._frame(self._data_root(call[-1]), call[-1])
-        else:
-            name = self.features_name
-            assert name is not None
-            self.raw_name = name
-            self.raw_frame = self._frame(self._eval(name), name)
+            return self._frame(self._data_root(call[-1]), call[-1])
+        name = self.features_name
+        assert name is not None
+        self.raw_name = name
+        return self._frame(self._eval(name), name)
 
-    def _argument(self, param: str, call: list[str], index: int) -> Any:
+    def _argument(self, param: str, call: tuple[str, ...], index: int) -> Any:
         if index < len(call) and call[index]:
             return self._eval(call[index])
         if param in self.ns:
@@ -133,11 +139,11 @@ class NotebookPath:
             raise ContractError(f"the raw input `{what}` is empty after training")
         return value
 
-    def _raw_of_cells(self) -> str:
-        frames = [n for n in self.pre["reads"] if isinstance(self.ns.get(n), pd.DataFrame)]
+    def _raw_of_cells(self, pre: CellsStep) -> str:
+        frames = [n for n in pre.reads if isinstance(self.ns.get(n), pd.DataFrame)]
         if len(frames) == 1:
             return frames[0]
-        cells = self.pre["cells"]
+        cells = list(pre.cells)
         if not frames:
             raise ContractError(
                 f"the preprocess cell(s) {cells} read no DataFrame bound before them, so "
@@ -149,9 +155,10 @@ class NotebookPath:
             "nb2prod can't tell which is the raw input. Read exactly one raw DataFrame there"
         )
 
-    def _features_of_cells(self) -> str:
-        reads = self.pred["reads"]
-        from_pre = [n for n in reads if n in self.pre.get("binds", [])]
+    def _features_of_cells(self, pred: CellsStep) -> str:
+        reads = pred.reads
+        binds = self.pre.binds if isinstance(self.pre, CellsStep) else ()
+        from_pre = [n for n in reads if n in binds]
         if len(from_pre) == 1:
             return from_pre[0]
         data = [n for n in reads if _is_data(self.ns.get(n))]
@@ -159,21 +166,21 @@ class NotebookPath:
             return data[0]
         names = ", ".join(data or reads) or "nothing"
         raise ContractError(
-            f"can't tell which input of the predict cell(s) {self.pred['cells']} are the "
+            f"can't tell which input of the predict cell(s) {list(pred.cells)} are the "
             f"features (candidates: {names}). Make the predict cell read one features "
             "variable produced by preprocess"
         )
 
-    def _output_of_cells(self) -> str:
+    def _output_of_cells(self, pre: CellsStep) -> str:
         """Which preprocess output feeds predict's features."""
         name = self.features_name
         assert name is not None
-        binds = self.pre["binds"]
-        if self.pred["kind"] == "cells" and name in binds:
+        binds = pre.binds
+        if isinstance(self.pred, CellsStep) and name in binds:
             return name
-        if self.pred["kind"] == "function":
-            call = self.plan["calls"].get("predict", [])
-            if len(call) == len(self.pred["params"]) and call[-1] in binds:
+        if isinstance(self.pred, FunctionStep):
+            call = self.plan.calls.get("predict", ())
+            if len(call) == len(self.pred.params) and call[-1] in binds:
                 return call[-1]
             target = self._eval(call[-1]) if call else None
         else:
@@ -198,9 +205,10 @@ class NotebookPath:
         except ContractError:
             raise
         except Exception as err:
-            plan = self.pre if step == "preprocess" else self.pred
-            labels = " and ".join(plan.get("labels") or [f"cells {plan.get('cells')}"])
-            raw = self.raw_name or (self.plan["calls"].get("preprocess") or ["?"])[0]
+            failed = self.pre if step == "preprocess" else self.pred
+            cells = "" if isinstance(failed, NoStep) else f"cells {list(failed.cells)}"
+            labels = " and ".join(() if isinstance(failed, NoStep) else failed.labels) or cells
+            raw = self.raw_name or (self.plan.calls.get("preprocess") or ("?",))[0]
             line = _failing_line(err)
             raise ContractError(
                 f"the {step} step, {labels}, fails on {what} of the raw input `{raw}`"
@@ -214,27 +222,28 @@ class NotebookPath:
         return self._preprocess(frame)
 
     def _preprocess(self, frame: pd.DataFrame) -> Any:
-        if self.pre["kind"] == "function":
-            return self.ns["preprocess"](frame.copy())
-        if self.pre["kind"] == "cells":
-            assert self.raw_name is not None
-            scope = dict(self.ns)
-            scope[self.raw_name] = frame.copy()
-            _CELL_CODE["<preprocess cells>"] = self.pre["code"]
-            exec(compile(self.pre["code"], "<preprocess cells>", "exec"), scope)  # noqa: S102
-            return scope[self.output_name] if self.output_name else frame
-        return frame.copy()
+        match self.pre:
+            case FunctionStep():
+                return self.ns["preprocess"](frame.copy())
+            case CellsStep(code=code):
+                assert self.raw_name is not None
+                scope = dict(self.ns)
+                scope[self.raw_name] = frame.copy()
+                _CELL_CODE["<preprocess cells>"] = code
+                exec(compile(code, "<preprocess cells>", "exec"), scope)  # noqa: S102
+                return scope[self.output_name] if self.output_name else frame
+            case _:
+                return frame.copy()
 
     def _predict(self, features: Any) -> Any:
-        if self.pred["kind"] == "function":
-            assert self.features_name is not None
-            return self.ns["predict"](**self.args, **{self.features_name: features})
         assert self.features_name is not None
+        if isinstance(self.pred, FunctionStep):
+            return self.ns["predict"](**self.args, **{self.features_name: features})
         scope = dict(self.ns)
         scope[self.features_name] = features
-        code = self.pred["code"]
+        code = self.pred.code
         tree = ast.parse(code)
-        if self.pred["ends_with_expression"]:
+        if self.pred.ends_with_expression:
             last = tree.body[-1]
             assert isinstance(last, ast.Expr)
             tree.body[-1] = ast.Assign(
@@ -243,7 +252,8 @@ class NotebookPath:
             ast.fix_missing_locations(tree)
             result_name = "__nb2prod_result__"
         else:
-            result_name = self.pred["result"]
+            assert self.pred.result is not None  # build/plan.py refuses a predict without one
+            result_name = self.pred.result
         _CELL_CODE["<predict cells>"] = code
         exec(compile(tree, "<predict cells>", "exec"), scope)  # noqa: S102
         return scope[result_name]
@@ -255,40 +265,27 @@ class NotebookPath:
     # -- what serving needs ---------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """The objects serving reads, taken from the trained namespace."""
-        names = list(self.plan.get("globals", []))
-        for step in (self.pre, self.pred, self.plan.get("monitor", {})):
-            if step.get("kind") == "cells":
-                names.extend(step["reads"])
+        names = list(self.plan.globals)
+        for step in (self.pre, self.pred, self.plan.monitor):
+            if isinstance(step, CellsStep):
+                names.extend(step.reads)
         skip = {self.raw_name, self.features_name}
         state = {n: self.ns[n] for n in dict.fromkeys(names) if n not in skip and n in self.ns}
         for param, value in self.args.items():
             state[_arg_key(param)] = value
         return state
 
-    def card_section(self) -> dict[str, Any]:
-        """The model card's ``serving`` section: how the runtime calls model_code."""
-        skip = {self.raw_name, self.features_name}
-
-        def reads(step: dict[str, Any]) -> list[str]:
-            return [n for n in step.get("reads", []) if n not in skip]
-
-        pre: dict[str, Any] = {"kind": self.pre["kind"]}
-        if self.pre["kind"] == "cells":
-            pre.update(raw_input=self.raw_name, output=self.output_name, reads=reads(self.pre))
-        pred: dict[str, Any] = {"kind": self.pred["kind"], "features": self.features_name}
-        if self.pred["kind"] == "function":
-            pred["args"] = {param: _arg_key(param) for param in self.args}
-        else:
-            pred["reads"] = reads(self.pred)
-        monitor = self.plan.get("monitor", {"kind": "none"})
-        section = {
-            "preprocess": pre,
-            "predict": pred,
-            "monitor": {k: v for k, v in monitor.items() if k != "code"},
-            "globals": list(self.plan.get("globals", [])),
-            "state": sorted(self.state()),
-        }
-        return section
+    def completed_plan(self) -> ServingPlan:
+        """The plan with what training found: which names the runtime binds to what."""
+        assert self.features_name is not None
+        bindings = Bindings(
+            features=self.features_name,
+            raw_input=self.raw_name if isinstance(self.pre, CellsStep) else None,
+            preprocess_output=self.output_name,
+            predict_args=tuple((param, _arg_key(param)) for param in self.args),
+            state=tuple(sorted(self.state())),
+        )
+        return replace(self.plan, bindings=bindings)
 
 
 def _probe_same(

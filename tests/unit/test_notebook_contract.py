@@ -20,8 +20,8 @@ import nbformat
 import pytest
 
 from nb2prod import pipeline
-from nb2prod.build import render
 from nb2prod.build.notebook import parse_parameter, read_notebook
+from nb2prod.build.requirements import resolve_requirements
 from nb2prod.errors import ConfigError, NotebookError
 
 Cells = list[tuple[str, "list[str] | None"]]
@@ -221,7 +221,7 @@ def test_unused_imports_are_dropped_with_their_packages(
     ]
     path = make_notebook(cells)
     spec = read_notebook(path)
-    names = {r.distribution.lower() for r in render.resolve_requirements(spec)}
+    names = {r.distribution.lower() for r in resolve_requirements(spec)}
     assert "scikit-learn" in names  # sklearn -> scikit-learn via importlib.metadata
     assert "pandas" in names
     assert "requests" not in names  # imported, never used

@@ -24,12 +24,15 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from fake_build import make_card, write_model_dir
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from nb2prod.runtime.app import create_app
+from nb2prod.runtime.card import GoldenSet
 from nb2prod.runtime.loader import Predictor
+from nb2prod.runtime.plan import Bindings, CellsStep, FunctionStep, NoStep, ServingPlan
 from nb2prod.runtime.schema import infer_schema, to_jsonable
 
 with warnings.catch_warnings():
@@ -101,6 +104,7 @@ class Build:
 
     root: Path
     card: dict[str, Any]
+    golden: dict[str, Any]  # model/golden.json
     frame: pd.DataFrame  # raw training input, target included
 
     @property
@@ -120,7 +124,7 @@ class Build:
 
     @property
     def golden_rows(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.card["golden"]["rows"]
+        rows: list[dict[str, Any]] = self.golden["rows"]
         return rows
 
 
@@ -145,7 +149,7 @@ def write_build(
     root: Path,
     frame: pd.DataFrame,
     state: dict[str, Any],
-    serving: dict[str, Any],
+    serving: ServingPlan,
     code: str,
     golden_predictions: list[Any],
     output: dict[str, Any],
@@ -155,28 +159,22 @@ def write_build(
         cloudpickle.dump(state, handle)
     (root / "model_code.py").write_text(code)
     schema = infer_schema(frame, ["target"])
-    card = {
-        "name": "iris_test",
-        "model_version": "0123456789ab",
-        "nb2prod_version": "0.1.0",
-        "notebook": {"path": "iris.ipynb", "sha256": "0" * 64},
-        "trained_in": "host",
-        "python": sys.version.split()[0],
-        "parameters": {},
-        "metrics": {},
-        "seeds": {"python": 0, "numpy": 0, "PYTHONHASHSEED": "0"},
-        "libraries": {},
-        "data_fingerprint": {"sha256": "0" * 64, "rows": len(frame), "columns": frame.shape[1]},
-        "input_schema": schema,
-        "output": output,
-        "serving": serving,
-        "golden": {
-            "rows": to_jsonable(frame.drop(columns="target").iloc[GOLDEN_INDEX]),
-            "predictions": golden_predictions,
-        },
-    }
-    (root / "model" / "model_card.json").write_text(json.dumps(card, indent=2))
-    return Build(root=root, card=card, frame=frame)
+    card = make_card(
+        name="iris_test",
+        model_version="0123456789ab",
+        notebook={"path": "iris.ipynb", "sha256": "0" * 64},
+        python=sys.version.split()[0],
+        data_fingerprint={"sha256": "0" * 64, "rows": len(frame), "columns": frame.shape[1]},
+        input_schema=schema,
+        output=output,
+        serving=serving.to_json(source=False),
+    )
+    golden = GoldenSet(
+        rows=to_jsonable(frame.drop(columns="target").iloc[GOLDEN_INDEX]),
+        predictions=golden_predictions,
+    )
+    write_model_dir(root, card, golden)
+    return Build(root=root, card=card.to_json(), golden=golden.to_json(), frame=frame)
 
 
 def fit_label_model(frame: pd.DataFrame, labels: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
@@ -193,17 +191,16 @@ def fit_label_model(frame: pd.DataFrame, labels: np.ndarray) -> tuple[dict[str, 
 def function_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     frame, labels = iris_frame()
     state, predicted = fit_label_model(frame, labels)
-    serving = {
-        "preprocess": {"kind": "function", "raw_input": "df", "output": None, "reads": []},
-        "predict": {
-            "kind": "function",
-            "features": "features",
-            "args": {"model": "model"},
-            "reads": ["model"],
-        },
-        "globals": ["scaler", "encoder"],
-        "state": ["encoder", "model", "scaler"],
-    }
+    serving = ServingPlan(
+        preprocess=FunctionStep(cells=(3,), params=("df",)),
+        predict=FunctionStep(cells=(5,), params=("model", "features")),
+        globals=("scaler", "encoder"),
+        bindings=Bindings(
+            features="features",
+            predict_args=(("model", "model"),),
+            state=("encoder", "model", "scaler"),
+        ),
+    )
     code = FUNCTION_CODE.format(numeric=NUMERIC, categorical=[SITE, GRADE])
     golden = [str(label) for label in predicted[GOLDEN_INDEX]]
     root = tmp_path_factory.mktemp("function_build")
@@ -216,17 +213,28 @@ def function_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
 def script_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     frame, labels = iris_frame()
     state, predicted = fit_label_model(frame, labels)
-    serving = {
-        "preprocess": {
-            "kind": "cells",
-            "raw_input": "df",
-            "output": "X",
-            "reads": ["scaler", "encoder"],
-        },
-        "predict": {"kind": "cells", "features": "X", "args": {}, "reads": ["model", "X"]},
-        "globals": [],
-        "state": ["encoder", "model", "scaler"],
-    }
+    serving = ServingPlan(
+        preprocess=CellsStep(
+            cells=(3,),
+            reads=("df", "scaler", "encoder"),
+            binds=("numeric", "X"),
+            result="X",
+            ends_with_expression=False,
+        ),
+        predict=CellsStep(
+            cells=(5,),
+            reads=("model", "X"),
+            binds=("y_pred",),
+            result="y_pred",
+            ends_with_expression=False,
+        ),
+        bindings=Bindings(
+            features="X",
+            raw_input="df",
+            preprocess_output="X",
+            state=("encoder", "model", "scaler"),
+        ),
+    )
     code = SCRIPT_CODE.format(numeric=NUMERIC, categorical=[SITE, GRADE])
     golden = [str(label) for label in predicted[GOLDEN_INDEX]]
     root = tmp_path_factory.mktemp("script_build")
@@ -242,17 +250,11 @@ def proba_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     frame = iris.frame.copy()
     model = LogisticRegression(max_iter=1000).fit(frame[NUMERIC], iris.target)
     proba = model.predict_proba(frame[NUMERIC].iloc[GOLDEN_INDEX])
-    serving = {
-        "preprocess": {"kind": "none", "raw_input": "df", "output": None, "reads": []},
-        "predict": {
-            "kind": "function",
-            "features": "features",
-            "args": {"clf": "model"},
-            "reads": ["model"],
-        },
-        "globals": [],
-        "state": ["model"],
-    }
+    serving = ServingPlan(
+        preprocess=NoStep(),
+        predict=FunctionStep(cells=(5,), params=("clf", "features")),
+        bindings=Bindings(features="features", predict_args=(("clf", "model"),), state=("model",)),
+    )
     root = tmp_path_factory.mktemp("proba_build")
     return write_build(
         root,
@@ -286,7 +288,7 @@ def test_predictor_reproduces_golden_labels(
     build: Build = request.getfixturevalue(build_name)
     predictor = Predictor(build.model_dir, build.model_code())
     predictions = predictor.predict_records(build.golden_rows)
-    assert predictions == build.card["golden"]["predictions"]
+    assert predictions == build.golden["predictions"]
     assert all(isinstance(label, str) for label in predictions)
     assert predictor.model_version == "0123456789ab"
     assert predictor.schema == build.card["input_schema"]
@@ -326,7 +328,7 @@ def test_predict_formats_give_golden_predictions(
         response = client.post("/predict", json=body)
     assert response.status_code == 200, response.text
     assert response.json() == {
-        "predictions": build.card["golden"]["predictions"],
+        "predictions": build.golden["predictions"],
         "model_version": "0123456789ab",
     }
 
@@ -350,7 +352,7 @@ def test_predict_vectors_of_floats(proba_build: Build) -> None:
         response = client.post("/predict", json={"instances": rows})
     assert response.status_code == 200
     got = np.array(response.json()["predictions"])
-    np.testing.assert_allclose(got, np.array(proba_build.card["golden"]["predictions"]), rtol=1e-6)
+    np.testing.assert_allclose(got, np.array(proba_build.golden["predictions"]), rtol=1e-6)
     assert got.shape == (len(rows), 3)
 
 
@@ -360,7 +362,7 @@ def test_predict_ignores_unknown_keys_and_index(client: TestClient, function_bui
     for body in ({"instances": rows}, {"dataframe_split": split, "params": {}}):
         response = client.post("/predict", json=body)
         assert response.status_code == 200, response.text
-        assert response.json()["predictions"] == function_build.card["golden"]["predictions"][:2]
+        assert response.json()["predictions"] == function_build.golden["predictions"][:2]
 
 
 def test_category_and_string_columns_round_trip(client: TestClient, function_build: Build) -> None:
@@ -447,7 +449,12 @@ def test_model_code_value_error_is_422_not_500(tmp_path: Path, function_build: B
         "def predict(model, features):\n    return features\n"
     )
     (tmp_path / "model_code.py").write_text(code)
-    build = Build(root=tmp_path, card=function_build.card, frame=function_build.frame)
+    build = Build(
+        root=tmp_path,
+        card=function_build.card,
+        golden=function_build.golden,
+        frame=function_build.frame,
+    )
     with TestClient(build.app()) as client:
         response = client.post("/predict", json={"instances": build.golden_rows[:1]})
     assert response.status_code == 422
@@ -462,7 +469,12 @@ def test_unexpected_model_error_is_logged_500(
         "def predict(model, features):\n    return features\n"
     )
     (tmp_path / "model_code.py").write_text(code)
-    build = Build(root=tmp_path, card=function_build.card, frame=function_build.frame)
+    build = Build(
+        root=tmp_path,
+        card=function_build.card,
+        golden=function_build.golden,
+        frame=function_build.frame,
+    )
     with TestClient(build.app()) as client:
         capsys.readouterr()
         response = client.post(
@@ -683,7 +695,7 @@ def test_real_uvicorn_server(function_build: Build, tmp_path: Path) -> None:
             )
             assert response.status_code == 200
             assert response.headers["x-request-id"] == "live-1"
-            assert response.json()["predictions"] == function_build.card["golden"]["predictions"]
+            assert response.json()["predictions"] == function_build.golden["predictions"]
             bad = http.post("/predict", json={"instances": [{"sepal length (cm)": "x"}]})
             assert bad.status_code == 422
             assert "nb2prod_requests_total" in http.get("/metrics").text
