@@ -1,4 +1,8 @@
-"""Shared fixtures: an isolated HOME, in-memory notebooks, and the golden-file refresh option."""
+"""Shared fixtures: an isolated HOME, in-memory notebooks, and the golden-file refresh option.
+
+Plain helpers (paths, the example list, running the CLI, serving a build) live in helpers.py,
+where module-scoped fixtures and module-level tables can use them too.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-
-TESTS_DIR = Path(__file__).resolve().parent
-REPO_DIR = TESTS_DIR.parent
-EXAMPLES_DIR = REPO_DIR / "example_notebooks"
-GOLDEN_DIR = TESTS_DIR / "golden"
-EXAMPLES = ("iris_function", "wine_script", "diabetes_regression")
+from helpers import PYTHON_KERNELSPEC, write_notebook
 
 #: Snapshots of rendered build contexts (with their own tests/ folder): data, not tests.
 collect_ignore = ["golden"]
-
-PYTHON_KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 MakeNotebook = Callable[..., Path]
 
@@ -53,29 +49,6 @@ def _isolated_home(
     monkeypatch.setenv("DOCKER_CONFIG", str(home / ".docker"))
 
 
-def notebook_node(
-    cells: Iterable[Any],
-    kernelspec: dict[str, Any] | None = PYTHON_KERNELSPEC,
-    language_info: dict[str, Any] | None = None,
-) -> nbformat.NotebookNode:
-    """An nbformat 4 notebook from ``(source, tags)`` pairs or ready-made cells."""
-    nb = nbformat.v4.new_notebook()
-    if kernelspec is not None:
-        nb.metadata["kernelspec"] = dict(kernelspec)
-    if language_info is not None:
-        nb.metadata["language_info"] = dict(language_info)
-    built = []
-    for cell in cells:
-        if isinstance(cell, nbformat.NotebookNode):
-            built.append(cell)
-            continue
-        source, tags = cell
-        metadata = {"tags": list(tags)} if tags else {}
-        built.append(nbformat.v4.new_code_cell(source, metadata=metadata))
-    nb.cells = built
-    return nb
-
-
 @pytest.fixture
 def make_notebook(tmp_path: Path) -> MakeNotebook:
     """Write an in-memory notebook to ``tmp_path/<name>.ipynb`` and return its path.
@@ -91,10 +64,8 @@ def make_notebook(tmp_path: Path) -> MakeNotebook:
         language_info: dict[str, Any] | None = None,
         folder: Path | None = None,
     ) -> Path:
-        nb = notebook_node(cells, kernelspec, language_info)
-        path = (folder or tmp_path) / f"{name}.ipynb"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, path)
-        return path
+        return write_notebook(
+            (folder or tmp_path) / f"{name}.ipynb", cells, kernelspec, language_info
+        )
 
     return make

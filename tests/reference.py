@@ -32,8 +32,6 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbformat import NotebookNode
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "example_notebooks"
-
 RECIPES: dict[str, str] = {
     # Function style: the notebook's own functions, on rows typed like the training frame X.
     "iris_function": "__out = predict(model, preprocess(__like(X)))",
@@ -98,11 +96,6 @@ print({_MARKER!r} + __json.dumps(__np.asarray(__out).tolist(), default=__plain))
 def cell_tags(cell: NotebookNode) -> list[str]:
     """The Jupyter tags of a cell."""
     return list(cell.get("metadata", {}).get("tags", []))
-
-
-def example_path(name: str) -> Path:
-    """The committed example notebook called ``name``."""
-    return EXAMPLES_DIR / f"{name}.ipynb"
 
 
 def reference_predictions(
