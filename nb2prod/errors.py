@@ -100,9 +100,8 @@ class MissingExtraError(Nb2ProdError):
     exit_code = 14
 
     def __init__(self, extra: str, what: str, err: ImportError) -> None:
-        missing = err.name or str(err)
         super().__init__(
-            f"{what} needs the nb2prod[{extra}] extra ({missing} is not installed)",
+            f"{what} needs the nb2prod[{extra}] extra ({err})",
             hint=f"pip install 'nb2prod[{extra}]'",
         )
         self.extra = extra
