@@ -6,5 +6,7 @@ nb2prod_training.start(__file__)
 
 {{ cookiecutter._train_body }}
 
-# Save the serving state, the model card and the golden set to ./model/.
-nb2prod_training.finish(globals())
+# Pick the serving state out of this run's variables, compute the golden predictions
+# with the notebook's own preprocess/predict code, and write model/ (state.pkl and
+# model_card.json). Exits with code 3 if the notebook can't be served as tagged.
+nb2prod_training.save_model(globals())
