@@ -130,6 +130,20 @@ def test_build_reports_a_tagged_smoke_tested_image(name: str, builds: dict[str, 
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
+def test_the_image_holds_no_training_rows(name: str, builds: dict[str, Path]) -> None:
+    """The golden set (raw training rows) stays in the build dir for the smoke test."""
+    card = json.loads((builds[name] / "model" / "model_card.json").read_text())
+    listing = subprocess.run(
+        [DOCKER, "run", "--rm", f"{name}:{card['model_version']}", "ls", "-a", "model"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(listing) == [".", "..", "model_card.json", "state.pkl"]
+    assert (builds[name] / "model" / "golden.json").is_file()
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_our_own_docker_run_answers_like_the_notebook(name: str, builds: dict[str, Path]) -> None:
     """Read-only root, writable /tmp, PORT=7070, non-root: predictions match the kernel's."""
     card = json.loads((builds[name] / "model" / "model_card.json").read_text())

@@ -90,6 +90,7 @@ class Built:
     notebook: Path
     directory: Path
     card: dict[str, Any]
+    golden: dict[str, Any]  # model/golden.json: kept beside the card, out of the image
     build_stdout: str
 
 
@@ -109,7 +110,8 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     result = run_cli("build", str(notebook), "--no-docker", "-o", str(root / name))
     assert result.returncode == 0, result.stdout + result.stderr
     card = json.loads((root / name / "model" / "model_card.json").read_text())
-    return Built(name, notebook, root / name, card, result.stdout)
+    golden = json.loads((root / name / "model" / "golden.json").read_text())
+    return Built(name, notebook, root / name, card, golden, result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +153,7 @@ def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 @pytest.fixture(scope="module")
 def expected(built: Built) -> list[Any]:
     """What the notebook's own code, run in a Jupyter kernel, predicts for the golden rows."""
-    rows = built.card["golden"]["rows"]
+    rows = built.golden["rows"]
     predictions: list[Any] = reference.reference_predictions(built.notebook, rows)
     return predictions
 
@@ -162,8 +164,9 @@ def expected(built: Built) -> list[Any]:
 def test_build_reports_the_model_and_writes_the_card(built: Built) -> None:
     card = built.card
     assert card["model_version"] in built.build_stdout
-    assert len(card["golden"]["rows"]) >= 5
-    assert len(card["golden"]["predictions"]) == len(card["golden"]["rows"])
+    assert len(built.golden["rows"]) >= 5
+    assert len(built.golden["predictions"]) == len(built.golden["rows"])
+    assert "golden" not in card, "training rows stay out of the card (it is served and shipped)"
     assert card["notebook"]["sha256"]
     assert card["input_schema"]["columns"]
     assert card["metrics"], "the evaluate cell binds metrics"
@@ -174,7 +177,7 @@ def test_build_reports_the_model_and_writes_the_card(built: Built) -> None:
 
 def test_golden_set_matches_the_notebook_run_in_jupyter(built: Built, expected: list[Any]) -> None:
     """The card's golden predictions are the notebook's, not something nb2prod made up."""
-    assert_same_predictions(expected, built.card["golden"]["predictions"])
+    assert_same_predictions(expected, built.golden["predictions"])
 
 
 # --- the service ------------------------------------------------------------------------------
@@ -187,9 +190,9 @@ def test_readiness_is_503_or_unreachable_until_loaded(server: Server) -> None:
     assert httpx.get(f"{server.url}/healthz").status_code == 200
 
 
-def _payloads(card: dict[str, Any]) -> dict[str, Any]:
-    rows = card["golden"]["rows"]
-    columns = [column["name"] for column in card["input_schema"]["columns"]]
+def _payloads(built: Built) -> dict[str, Any]:
+    rows = built.golden["rows"]
+    columns = [column["name"] for column in built.card["input_schema"]["columns"]]
     return {
         "instances": {"instances": rows},
         "dataframe_records": {"dataframe_records": rows},
@@ -206,7 +209,7 @@ def _payloads(card: dict[str, Any]) -> dict[str, Any]:
 def test_predict_matches_the_notebook(
     server: Server, built: Built, expected: list[Any], shape: str
 ) -> None:
-    response = httpx.post(f"{server.url}/predict", json=_payloads(built.card)[shape], timeout=30)
+    response = httpx.post(f"{server.url}/predict", json=_payloads(built)[shape], timeout=30)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_version"] == built.card["model_version"]
@@ -216,7 +219,7 @@ def test_predict_matches_the_notebook(
 def test_predict_one_row_at_a_time_matches_the_notebook(
     server: Server, built: Built, expected: list[Any]
 ) -> None:
-    for row, want in zip(built.card["golden"]["rows"], expected, strict=True):
+    for row, want in zip(built.golden["rows"], expected, strict=True):
         response = httpx.post(f"{server.url}/predict", json={"instances": [row]}, timeout=30)
         assert response.status_code == 200, response.text
         assert_same_predictions([want], response.json()["predictions"])
@@ -227,7 +230,7 @@ def _detail_text(response: httpx.Response) -> str:
 
 
 def test_a_missing_column_is_a_422_naming_it(server: Server, built: Built) -> None:
-    row = dict(built.card["golden"]["rows"][0])
+    row = dict(built.golden["rows"][0])
     column = built.card["input_schema"]["columns"][0]["name"]
     del row[column]
     response = httpx.post(f"{server.url}/predict", json={"instances": [row]})
@@ -236,7 +239,7 @@ def test_a_missing_column_is_a_422_naming_it(server: Server, built: Built) -> No
 
 
 def test_a_wrong_type_is_a_422_naming_the_field(server: Server, built: Built) -> None:
-    row = dict(built.card["golden"]["rows"][0])
+    row = dict(built.golden["rows"][0])
     numeric = next(
         c for c in built.card["input_schema"]["columns"] if c["kind"] in ("number", "integer")
     )
@@ -257,7 +260,7 @@ def test_an_empty_body_is_a_422_naming_the_field(server: Server, body: bytes) ->
 
 def test_request_id_is_echoed_or_generated(server: Server, built: Built) -> None:
     request_id = f"e2e-{uuid.uuid4().hex}"
-    rows = built.card["golden"]["rows"][:1]
+    rows = built.golden["rows"][:1]
     response = httpx.post(
         f"{server.url}/predict", json={"instances": rows}, headers={"X-Request-ID": request_id}
     )
@@ -284,7 +287,7 @@ def test_metadata_is_the_model_card(server: Server, built: Built) -> None:
 
 
 def test_metrics_count_requests(server: Server, built: Built) -> None:
-    httpx.post(f"{server.url}/predict", json={"instances": built.card["golden"]["rows"][:1]})
+    httpx.post(f"{server.url}/predict", json={"instances": built.golden["rows"][:1]})
     response = httpx.get(f"{server.url}/metrics")
     assert response.status_code == 200
     assert "nb2prod_requests_total" in response.text
@@ -312,9 +315,15 @@ def test_train_py_twice_gives_the_same_model(built: Built, expected: list[Any]) 
             check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        cards.append(json.loads((built.directory / "model" / "model_card.json").read_text()))
-    first, second = cards
+        model_dir = built.directory / "model"
+        cards.append(
+            (
+                json.loads((model_dir / "model_card.json").read_text()),
+                json.loads((model_dir / "golden.json").read_text()),
+            )
+        )
+    (first, first_golden), (second, second_golden) = cards
     assert first["model_version"] == second["model_version"] == built.card["model_version"]
-    assert first["golden"] == second["golden"] == built.card["golden"]
+    assert first_golden == second_golden == built.golden
     assert first["data_fingerprint"] == second["data_fingerprint"]
-    assert_same_predictions(expected, second["golden"]["predictions"])
+    assert_same_predictions(expected, second_golden["predictions"])
