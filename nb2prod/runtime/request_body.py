@@ -29,6 +29,7 @@ from pydantic import (
     create_model,
 )
 from pydantic_core import PydanticCustomError
+from starlette.concurrency import run_in_threadpool
 
 from .limits import Limits
 
@@ -37,6 +38,7 @@ __all__ = [
     "BodyError",
     "PredictBodyParser",
     "build_request_models",
+    "decode_json",
     "decode_json_in_steps",
     "parse_json_body",
 ]
@@ -271,6 +273,19 @@ def parse_json_body(body: bytes, max_items: int | None = None) -> Any:
         ) from err
 
 
+async def decode_json(body: bytes, offload_bytes: int) -> Any:
+    """A JSON body other than /predict's (``/feedback``), decoded off the loop when large.
+
+    Raises :class:`BodyError` (422, a one-line detail) when it is not JSON, too deep included.
+    """
+    try:
+        if len(body) <= offload_bytes:
+            return parse_json_body(body)
+        return await run_in_threadpool(parse_json_body, body)
+    except BodyError as err:
+        raise BodyError(422, f"the body is not JSON: {err.detail[0]['msg']}") from err
+
+
 # --- parsing /predict bodies -----------------------------------------------------------------
 
 
@@ -326,6 +341,9 @@ class PredictBodyParser:
         try:
             payload = self.request_model.model_validate_json(body)
         except ValidationError as err:
+            if err.error_count() > _MAX_ERRORS:
+                # Perhaps 20,000 empty rows: the row limit (413) comes before their errors.
+                return self.parse_large(body)
             raise _pydantic_errors(err, ["body"]) from err
         source = _one_source([s for s in ROW_SOURCES if getattr(payload, s) is not None])
         rows = getattr(payload, source)

@@ -19,6 +19,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..admin import admin_guard
 from ..card import ModelCard
+from ..limits import Limits
+from ..request_body import BodyError, decode_json
 from .alerts import WebhookURLError
 from .feedback import FeedbackError, quality_metric
 from .metrics import MonitorMetrics
@@ -29,6 +31,32 @@ __all__ = ["install_monitoring"]
 _JSON = "application/json"
 
 logger = logging.getLogger("nb2prod.monitoring")
+
+
+# The /feedback body, for the OpenAPI document (monitor.feedback checks it).
+_ITEM = {
+    "type": "object",
+    "properties": {
+        "request_id": {"type": "string", "description": "X-Request-ID of the /predict answer."},
+        "label": {"description": "The true label, for a one-row request."},
+        "labels": {
+            "type": "array",
+            "minItems": 1,
+            "items": {},
+            "description": "One true label per predicted row, in the request's order.",
+        },
+    },
+    "required": ["request_id"],
+}
+_BODY = {"oneOf": [_ITEM, {"type": "array", "items": _ITEM, "minItems": 1}]}
+_FEEDBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Rows accepted, and the live quality metric."},
+    404: {"description": "Unknown, expired or already labelled request id."},
+    409: {"description": "The request id was used by several /predict calls: ambiguous."},
+    413: {"description": "Body over NB2PROD_MAX_BODY_BYTES."},
+    422: {"description": "Not JSON, the wrong shape, or a label the model cannot produce."},
+    503: {"description": "Monitoring is off."},
+}
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -69,7 +97,15 @@ def install_monitoring(
         report = await run_in_threadpool(monitor.check) if refresh else monitor.report()
         return _json(report)
 
-    @app.post("/feedback", tags=["monitoring"], dependencies=admin)
+    offload_bytes = Limits.from_env().offload_bytes
+
+    @app.post(
+        "/feedback",
+        tags=["monitoring"],
+        dependencies=admin,
+        openapi_extra={"requestBody": {"required": True, "content": {_JSON: {"schema": _BODY}}}},
+        responses=_FEEDBACK_RESPONSES,
+    )
     async def feedback(request: Request) -> Response:
         """Ground truth for earlier predictions: ``{"request_id", "label"}`` or ``"labels"``.
 
@@ -80,9 +116,9 @@ def install_monitoring(
         if monitor is None:
             return _json(off, 503)
         try:
-            body = json.loads(await request.body())
-        except ValueError as err:
-            return _json({"detail": f"the body is not JSON: {err}"}, 422)
+            body = await decode_json(await request.body(), offload_bytes)
+        except BodyError as err:  # not JSON, or nested too deeply
+            return _json({"detail": err.detail}, err.status)
         try:
             return _json(monitor.feedback(body))
         except FeedbackError as err:

@@ -18,12 +18,33 @@ from typing import Any
 
 from .profile import level_key
 
-__all__ = ["FeedbackError", "LiveQuality", "PredictionStore", "parse_feedback", "quality_metric"]
+__all__ = [
+    "FeedbackError",
+    "LiveQuality",
+    "PredictionStore",
+    "known_classes",
+    "parse_feedback",
+    "quality_metric",
+]
+
+#: A 422 for an unknown label lists at most this many of the known classes.
+_CLASSES_SHOWN = 50
 
 
 def quality_metric(output_kind: str) -> str | None:
     """The live quality metric for an output kind: accuracy (label), mae (number), or None."""
     return {"label": "accuracy", "number": "mae"}.get(output_kind)
+
+
+def known_classes(prediction_profile: Mapping[str, Any]) -> list[str] | None:
+    """The labels a classifier can produce: its reference predictions' levels, when complete.
+
+    None when the profile is not categorical or bucketed some levels as ``other``: then any
+    string or finite number is taken as a label.
+    """
+    if prediction_profile.get("kind") != "categorical" or prediction_profile.get("other"):
+        return None
+    return [str(level) for level in prediction_profile.get("levels") or []] or None
 
 
 class FeedbackError(ValueError):
@@ -72,6 +93,7 @@ class PredictionStore:
         self.max_rows = max_rows
         self._rows = 0
         self._by_id: OrderedDict[str, list[Any]] = OrderedDict()
+        self._reused: set[str] = set()  # ids several /predict calls used (a subset of _by_id)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -83,22 +105,25 @@ class PredictionStore:
         return self._rows
 
     def remember(self, request_id: str, predictions: list[Any]) -> None:
-        """Keep a request's predictions (a repeated id replaces the older entry)."""
+        """Keep a request's predictions; a repeated id is marked so its feedback gets a 409."""
         with self._lock:
             old = self._by_id.pop(request_id, None)
             if old is not None:
                 self._rows -= len(old)
+                # Labels for this id could belong to either request: never join them silently.
+                self._reused.add(request_id)
             self._by_id[request_id] = predictions
             self._rows += len(predictions)
             while self._rows > self.max_rows and self._by_id:
-                _, evicted = self._by_id.popitem(last=False)
+                evicted_id, evicted = self._by_id.popitem(last=False)
                 self._rows -= len(evicted)
+                self._reused.discard(evicted_id)
 
     def take(self, items: list[FeedbackItem]) -> list[tuple[list[Any], list[Any]]]:
         """(predictions, labels) per item, removed from the store; all or nothing.
 
-        Unknown, expired or already labelled ids raise a 404 FeedbackError; a label count
-        that does not match the request's rows raises a 422.
+        Unknown, expired or already labelled ids raise a 404 FeedbackError, ids used by several
+        requests a 409; a label count that does not match the request's rows raises a 422.
         """
         with self._lock:
             unknown = [item.request_id for item in items if item.request_id not in self._by_id]
@@ -108,6 +133,13 @@ class PredictionStore:
                     f"or expired (the store keeps the last {self.max_rows} predicted rows)",
                     status=404,
                     unknown=unknown,
+                )
+            reused = [item.request_id for item in items if item.request_id in self._reused]
+            if reused:
+                raise FeedbackError(
+                    f"request_id(s) {reused} were used by more than one /predict call, so the "
+                    "labels cannot be joined to one of them: send a fresh X-Request-ID per call",
+                    status=409,
                 )
             if len({item.request_id for item in items}) != len(items):
                 raise FeedbackError("a request_id appears more than once in this feedback")
@@ -130,8 +162,9 @@ class PredictionStore:
 class LiveQuality:
     """Accuracy (label outputs) or mean absolute error (numeric outputs) over recent labels."""
 
-    def __init__(self, output_kind: str, window: int) -> None:
+    def __init__(self, output_kind: str, window: int, classes: list[str] | None = None) -> None:
         self.metric = quality_metric(output_kind)
+        self.classes = frozenset(classes) if classes else None
         self._scores: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
 
@@ -139,12 +172,25 @@ class LiveQuality:
         """Raise a 422 FeedbackError unless the labels can be scored (numbers for MAE)."""
         if self.metric is None:
             raise FeedbackError("live quality needs label or number predictions, not vectors")
+        if self.metric == "accuracy":
+            for label in labels:
+                self._check_class(label)
         if self.metric == "mae":
             for label in labels:
                 if isinstance(label, bool) or not isinstance(label, (int, float)):
                     raise FeedbackError(f"label {label!r} is not a number")
                 if not math.isfinite(label):
                     raise FeedbackError(f"label {label!r} is not a finite number")
+
+    def _check_class(self, label: Any) -> None:
+        # An object, a NaN or a class the model never predicts scores as a miss every time:
+        # one client bug would read as a collapse of live accuracy.
+        key = level_key(label) if isinstance(label, (str, int, float)) else None
+        if key is None:
+            raise FeedbackError(f"label {label!r} is not a class label (a string or a number)")
+        if self.classes is not None and key not in self.classes:
+            shown = sorted(self.classes)[:_CLASSES_SHOWN]
+            raise FeedbackError(f"label {label!r} is not a class this model predicts: {shown}")
 
     def add(self, predictions: list[Any], labels: list[Any]) -> None:
         """Score labelled rows (checked with :meth:`check_labels`) into the window."""

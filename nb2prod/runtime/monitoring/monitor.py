@@ -36,7 +36,7 @@ from ..card import ModelCard
 from ..schema import FrameBuilder
 from .alerts import DriftAlerts, WebhookSettings
 from .drift import Thresholds, compare, judge
-from .feedback import LiveQuality, PredictionStore, parse_feedback
+from .feedback import LiveQuality, PredictionStore, known_classes, parse_feedback
 from .metrics import MonitorMetrics
 from .profile import MAX_LEVEL_CHARS, bounded_text, level_key, numeric_values
 
@@ -150,7 +150,7 @@ class Monitor:
         self._columns: dict[str, deque[Any]] = {n: deque(maxlen=window) for n in self._profiles}
         self._predictions: deque[Any] = deque(maxlen=window)
         output_kind = card.output_kind
-        self.quality = LiveQuality(output_kind, window)
+        self.quality = LiveQuality(output_kind, window, known_classes(self._prediction_profile))
         self.store = PredictionStore(self.settings.feedback_rows)
         self._remember = self.quality.metric is not None
         self._hook = self._notebook_hook(card, model_code)
