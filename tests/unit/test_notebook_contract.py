@@ -7,17 +7,13 @@ code, exactly one ``Error:`` line, no traceback, no output directory left behind
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
+from helpers import PYTHON_KERNELSPEC, CliResult, run_cli, write_notebook
 
 from nb2prod import pipeline
 from nb2prod.build.notebook import parse_parameter, read_notebook
@@ -400,17 +396,8 @@ class Refusal:
 
 def _notebook(cells: Cells, **kwargs: Any) -> Callable[[Path], Path]:
     def write(folder: Path) -> Path:
-        nb = nbformat.v4.new_notebook()
-        nb.metadata["kernelspec"] = kwargs.get(
-            "kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"}
-        )
-        nb.cells = [
-            nbformat.v4.new_code_cell(source, metadata={"tags": tags} if tags else {})
-            for source, tags in cells
-        ]
-        path = folder / "refused.ipynb"
-        nbformat.write(nb, path)
-        return path
+        kernelspec = kwargs.get("kernelspec", PYTHON_KERNELSPEC)
+        return write_notebook(folder / "refused.ipynb", cells, kernelspec)
 
     return write
 
@@ -521,24 +508,7 @@ REFUSALS: dict[str, Refusal] = {
 }
 
 
-def run_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m nb2prod ARGS`` in a fresh interpreter."""
-    return subprocess.run(
-        [sys.executable, "-m", "nb2prod", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-
-
-def assert_refused(
-    result: subprocess.CompletedProcess[str], code: int, fragment: str, out: Path
-) -> list[str]:
+def assert_refused(result: CliResult, code: int, fragment: str, out: Path) -> list[str]:
     """Exit ``code``, one ``Error:`` line naming ``fragment``, no traceback, no ``out``."""
     assert result.returncode == code, (result.returncode, result.stderr)
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
@@ -566,30 +536,28 @@ def test_refusal_in_process(case: str, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def cli_refusals(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> dict[str, tuple[Path, subprocess.CompletedProcess[str]]]:
-    """``nb2prod build --no-docker -o tmp/out`` on every refused notebook, run concurrently.
+def cli_refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, CliResult]]:
+    """``nb2prod build --no-docker -o tmp/out`` on every refused notebook, once per module.
 
-    Each run is a fresh interpreter (about a second of imports), so running them side by side
-    keeps the unit suite fast; each case is still asserted in its own test.
+    In process through ``nb2prod.cli.main`` (the real exit path), so one pass over every case
+    takes well under a second; each case is still asserted in its own test. A module fixture
+    starts before the autouse HOME isolation, hence the explicit HOME here.
     """
     home = tmp_path_factory.mktemp("cli-home")
-    env = {**os.environ, "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker")}
+    env = {"HOME": str(home), "DOCKER_CONFIG": str(home / ".docker")}
 
-    def run(case: str) -> tuple[str, tuple[Path, subprocess.CompletedProcess[str]]]:
+    def run(case: str) -> tuple[Path, CliResult]:
         folder = tmp_path_factory.mktemp("refusal")
         path = REFUSALS[case].write(folder)
         args = ("build", str(path), "--no-docker", "-o", "tmp/out")
-        return case, (folder, run_cli(*args, cwd=folder, env=env))
+        return folder, run_cli(*args, cwd=folder, env=env)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(pool.map(run, REFUSALS))
+    return {case: run(case) for case in REFUSALS}
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_refusal_through_the_cli(
-    case: str, cli_refusals: dict[str, tuple[Path, subprocess.CompletedProcess[str]]]
+    case: str, cli_refusals: dict[str, tuple[Path, CliResult]]
 ) -> None:
     refusal = REFUSALS[case]
     folder, result = cli_refusals[case]
