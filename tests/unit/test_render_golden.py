@@ -16,15 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import EXAMPLES, EXAMPLES_DIR, GOLDEN_DIR, run_cli
 
 import nb2prod
 from nb2prod import pipeline
 from nb2prod.errors import OutputExistsError
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
-EXAMPLES_DIR = TESTS_DIR.parent / "example_notebooks"
-GOLDEN_DIR = TESTS_DIR / "golden"
-EXAMPLES = ["iris_function", "wine_script", "diabetes_regression"]
 #: Copied verbatim from the package, not rendered: the package's own tests cover it.
 SKIPPED_DIRS = {"nb2prod_runtime", "__pycache__", ".ruff_cache", ".pytest_cache"}
 REQUIREMENTS = re.compile(r"^requirements.*\.txt$")
@@ -40,17 +37,6 @@ def _golden_name(relative: str) -> str:
 
 def _rendered_name(golden_relative: str) -> str:
     return golden_relative.removesuffix(GOLDEN_SUFFIX)
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nb2prod", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +61,7 @@ def _normalize(relative: str, text: str) -> str:
             if line.strip() and not line.startswith("#")
         ]
         return "\n".join(names) + "\n"
-    if relative in ("spec.json", ".nb2prod.json"):
+    if relative == "build.json":
         record = json.loads(text)
         for key in ("notebook", "notebook_dir", "notebook_dir_relative"):
             if key in record:
@@ -200,7 +186,7 @@ def test_generate_with_force_replaces_the_directory(tmp_path: Path) -> None:
     pipeline.generate(NOTEBOOK, target, force=True)
     assert not (target / "notes.txt").exists()
     assert (target / "train.py").is_file()
-    assert (target / ".nb2prod.json").is_file()
+    assert (target / "build.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
