@@ -3,38 +3,22 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-NOTEBOOK = REPO / "example_notebooks" / "iris_function.ipynb"
+from helpers import REPO_DIR, CliResult, example_notebook, run_cli
+
+NOTEBOOK = example_notebook("iris_function")
 
 
 def copy_of_our_template(tmp_path: Path, name: str) -> Path:
     """nb2prod's own template, copied for a test to edit."""
     template = tmp_path / name
-    shutil.copytree(REPO / "templates", template)
+    shutil.copytree(REPO_DIR / "templates", template)
     return template
 
 
-def generate_with(template: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nb2prod",
-            "generate",
-            str(NOTEBOOK),
-            "-o",
-            str(out),
-            "--template",
-            str(template),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def generate_with(template: Path, out: Path) -> CliResult:
+    return run_cli("generate", NOTEBOOK, "-o", out, "--template", template)
 
 
 def test_generate_renders_a_teams_own_template(tmp_path: Path) -> None:
