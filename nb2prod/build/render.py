@@ -19,13 +19,13 @@ from cookiecutter.exceptions import CookiecutterException
 from cookiecutter.main import cookiecutter
 
 from .. import __version__
+from ..builddir import BuildDir, write_text_atomically
 from ..errors import ConfigError
 from ..models import BuildContext, NotebookSpec, Requirement
 from ..runtime.plan import ServingPlan
 from .codegen import generate_code
 from .requirements import local_modules
 
-MARKER = ".nb2prod.json"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # nb2prod/
 
 
@@ -76,7 +76,7 @@ def render_context(
         dirs_exist_ok=True,
     )
     _copy_local_modules(spec, destination)
-    _write_records(spec, plan, destination, final or destination)
+    _write_build_record(spec, plan, destination, final or destination)
     return BuildContext(path=destination, spec=spec, requirements=requirements)
 
 
@@ -101,11 +101,16 @@ def _run_cookiecutter(source: Path, context: dict[str, str], destination: Path) 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_records(spec: NotebookSpec, plan: ServingPlan, destination: Path, final: Path) -> None:
-    """spec.json (what train.py reads), parameters.json and the marker that nb2prod wrote it."""
+def _write_build_record(
+    spec: NotebookSpec, plan: ServingPlan, destination: Path, final: Path
+) -> None:
+    """Write build.json: what the directory was rendered from, which train.py reads.
+
+    Its presence also marks a directory nb2prod wrote, so regenerating needs no --force.
+    """
     notebook_dir = spec.path.parent
     record = {
-        "notebook": str(spec.path),
+        "notebook": _repository_path(spec.path),
         "notebook_dir": str(notebook_dir),
         "notebook_dir_relative": os.path.relpath(notebook_dir.resolve(), final.resolve()),
         "sha256": spec.sha256,
@@ -120,13 +125,9 @@ def _write_records(spec: NotebookSpec, plan: ServingPlan, destination: Path, fin
             if c.role
         ],
     }
-    (destination / "spec.json").write_text(json.dumps(record, indent=2, default=repr) + "\n")
-    (destination / "parameters.json").write_text(
-        json.dumps(spec.parameters, indent=2, default=repr) + "\n"
-    )
-    (destination / MARKER).write_text(
-        json.dumps({"nb2prod_version": __version__, "notebook": str(spec.path)}, indent=2) + "\n"
-    )
+    # repr for the odd literal JSON has no type for (a set, bytes), as the notebook wrote it.
+    text = json.dumps(record, indent=2, default=repr) + "\n"
+    write_text_atomically(BuildDir(destination).build_record_path, text)
 
 
 def _local_module_lines(spec: NotebookSpec) -> dict[str, str]:
@@ -158,10 +159,26 @@ def _copy_local_modules(spec: NotebookSpec, destination: Path) -> None:
             )
 
 
+def _repository_path(notebook: Path) -> str:
+    """The notebook's path inside its git repository, or its file name outside one.
+
+    The model card carries it, and is served and shipped: no absolute host paths.
+    """
+    top = _git(notebook.parent, "--show-toplevel")
+    if top:
+        return Path(os.path.relpath(notebook.resolve(), Path(top).resolve())).as_posix()
+    return notebook.name
+
+
 def _git_commit(folder: Path) -> str:
+    return _git(folder, "HEAD")
+
+
+def _git(folder: Path, what: str) -> str:
+    """``git rev-parse WHAT`` in ``folder``; empty when git or a repository is missing."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", "rev-parse", what],
             cwd=folder,
             capture_output=True,
             text=True,

@@ -7,6 +7,7 @@ code, exactly one ``Error:`` line, no traceback, no output directory left behind
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,7 +319,8 @@ def test_parameters_are_literals_and_overrides_are_recorded(
     assert spec.parameter_overrides == {"C": 0.25}
     result = run_cli("generate", str(path), "-o", str(tmp_path / "out"), "-p", "C=0.25")
     assert result.returncode == 0, result.stderr
-    assert '"C": 0.25' in (tmp_path / "out" / "parameters.json").read_text()
+    record = json.loads((tmp_path / "out" / "build.json").read_text())
+    assert record["parameters"]["C"] == 0.25 and record["parameter_overrides"] == {"C": 0.25}
     train_py = (tmp_path / "out" / "train.py").read_text()
     assert "C = 0.25" in train_py.split("C = 1.0", 1)[1]  # the override comes after the default
 
