@@ -29,7 +29,6 @@ class NameUse:
     reads: tuple[str, ...]
     binds: tuple[str, ...]
     defines: tuple[str, ...]
-    imports: tuple[str, ...]
 
 
 def _target_names(node: ast.AST) -> set[str]:
@@ -242,7 +241,6 @@ def name_use(tree: ast.Module) -> NameUse:
         reads=tuple(n for n in tracker.reads if n not in BUILTIN_NAMES),
         binds=tuple(tracker.bound),
         defines=defines,
-        imports=tuple(tracker.imports),
     )
 
 
