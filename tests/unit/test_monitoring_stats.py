@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from scipy import stats
 
 from nb2prod.runtime.card import ModelCard
-from nb2prod.runtime.monitoring.alerts import DriftAlerts, WebhookSettings
+from nb2prod.runtime.monitoring.alerts import DriftAlerts, WebhookSettings, WebhookURLError
 from nb2prod.runtime.monitoring.api import install_monitoring
 from nb2prod.runtime.monitoring.drift import Thresholds, compare, judge, psi
 from nb2prod.runtime.monitoring.feedback import (
@@ -375,6 +375,73 @@ def test_webhook_once_per_cooldown_with_retries_and_github_format(
     alerts.observe(drift_report(True))  # still drifting after the cooldown: reminded once
     alerts.wait(5)
     assert len(events) == 2
+
+
+def test_webhook_does_not_follow_a_redirect_and_counts_it_failed() -> None:
+    """A 302 to another port: never followed, the token stays home, the event is 'failed'."""
+    hits: dict[str, list[str | None]] = {"redirector": [], "elsewhere": []}
+
+    def server(name: str, status: int, location: str = "") -> ThreadingHTTPServer:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                hits[name].append(self.headers.get("Authorization"))
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return httpd
+
+    elsewhere = server("elsewhere", 200)
+    redirector = server("redirector", 302, f"http://127.0.0.1:{elsewhere.server_address[1]}/x")
+    try:
+        outcomes: list[str] = []
+        settings = WebhookSettings(
+            url=f"http://127.0.0.1:{redirector.server_address[1]}/hook",
+            token="secret",
+            retries=2,
+            backoff_seconds=0.01,
+        )
+        alerts = DriftAlerts("svc", "v1", settings, outcomes.append)
+        alerts.observe(drift_report(True))
+        alerts.wait(5)
+    finally:
+        for httpd in (redirector, elsewhere):
+            httpd.shutdown()
+            httpd.server_close()
+    assert outcomes == ["failed"]
+    assert hits == {"redirector": ["Bearer secret", "Bearer secret"], "elsewhere": []}
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://hooks.example.com/drift", True),
+        ("http://127.0.0.1:9/drift", True),
+        ("http://localhost:9/drift", True),
+        ("http://[::1]:9/drift", True),
+        ("http://example.com/drift", False),
+        ("http://10.0.0.1/drift", False),
+        ("file:///etc/passwd", False),
+        ("ftp://127.0.0.1/drift", False),
+        ("https:///no-host", False),
+        ("hooks.example.com/drift", False),
+    ],
+)
+def test_webhook_urls_are_https_or_loopback_http(url: str, allowed: bool) -> None:
+    settings = WebhookSettings(url=url, token="secret")
+    if allowed:
+        DriftAlerts("svc", "v1", settings, lambda outcome: None)
+    else:
+        with pytest.raises(WebhookURLError, match="refused") as err:
+            DriftAlerts("svc", "v1", settings, lambda outcome: None)
+        assert "secret" not in str(err.value)
 
 
 # --- the endpoints when monitoring is off --------------------------------------------------------

@@ -8,20 +8,27 @@ thread, with a timeout and retries with backoff, so neither requests nor drift c
 ``NB2PROD_DRIFT_WEBHOOK_FORMAT=github`` wraps the event as a GitHub ``repository_dispatch`` body
 (``{"event_type": "nb2prod-drift", "client_payload": event}``) and
 ``NB2PROD_DRIFT_WEBHOOK_TOKEN`` is sent as ``Authorization: Bearer ...``.
+
+The token goes to the configured URL and nowhere else: the URL must be ``https://`` (or
+``http://`` to a loopback address, for tests), redirects are never followed (a redirect could
+carry the token to another host, and would hide that the event was not delivered), and any
+answer but a 2xx counts as a failed attempt, retried with backoff, then counted ``failed``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DriftAlerts", "WebhookSettings"]
+__all__ = ["DriftAlerts", "WebhookSettings", "WebhookURLError", "check_webhook_url"]
 
 logger = logging.getLogger("nb2prod.monitoring")
 
@@ -42,12 +49,63 @@ class WebhookSettings:
     token: str | None = None
 
 
+class WebhookURLError(ValueError):
+    """Raised when ``NB2PROD_DRIFT_WEBHOOK`` is not an https:// (or loopback http://) URL."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_webhook_url(url: str) -> str:
+    """``url`` when events (and the token) may be sent to it; WebhookURLError otherwise."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and _is_loopback(host):
+        return url
+    shown = f"{parts.scheme}://{host}" if parts.scheme else repr(url[:40])
+    raise WebhookURLError(
+        f"NB2PROD_DRIFT_WEBHOOK={shown}... is refused: drift events (and "
+        "NB2PROD_DRIFT_WEBHOOK_TOKEN) are sent only to https:// URLs, or http:// on loopback "
+        "for tests. Fix or unset NB2PROD_DRIFT_WEBHOOK."
+    )
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: the 3xx answer becomes an HTTPError, i.e. a failed attempt."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+#: http(s) only, no redirects (build_opener would add file://, ftp:// and redirects).
+_OPENER = urllib.request.OpenerDirector()
+for _handler in (
+    urllib.request.ProxyHandler(),
+    urllib.request.HTTPHandler(),
+    urllib.request.HTTPSHandler(),
+    urllib.request.HTTPDefaultErrorHandler(),
+    urllib.request.HTTPErrorProcessor(),
+    _NoRedirects(),
+):
+    _OPENER.add_handler(_handler)
+
+
 class DriftAlerts:
     """Turns each drift check's verdict into log lines and rate-limited webhook events."""
 
     def __init__(
         self, service: str, model_version: str, settings: WebhookSettings, count: OutcomeCounter
     ) -> None:
+        if settings.url:
+            check_webhook_url(settings.url)
         self.service = service
         self.model_version = model_version
         self.settings = settings
@@ -117,9 +175,10 @@ class DriftAlerts:
         for attempt in range(1, settings.retries + 1):
             request = urllib.request.Request(settings.url, data, headers, method="POST")  # noqa: S310
             try:
-                with urllib.request.urlopen(request, timeout=settings.timeout_seconds):  # noqa: S310
+                # HTTPErrorProcessor turns every non-2xx answer into an HTTPError.
+                with _OPENER.open(request, timeout=settings.timeout_seconds):
                     pass
-            except OSError as err:  # URLError and HTTPError (4xx/5xx) are OSErrors
+            except OSError as err:  # URLError and HTTPError (3xx/4xx/5xx) are OSErrors
                 logger.warning(
                     "drift webhook attempt %d/%d failed: %s", attempt, settings.retries, err
                 )
