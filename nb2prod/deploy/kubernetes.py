@@ -121,21 +121,7 @@ def build_manifests(
         metadata["namespace"] = options.namespace
     pod = _pod_spec(options, image)
     documents = {
-        "deployment.yaml": {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": metadata,
-            # No spec.replicas: the HPA owns the count, and re-applying must not reset it.
-            "spec": {
-                "selector": {"matchLabels": selector},
-                "revisionHistoryLimit": 5,
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-                },
-                "template": {"metadata": {"labels": labels}, "spec": pod},
-            },
-        },
+        "deployment.yaml": _deployment(metadata, selector, pod),
         "service.yaml": {
             "apiVersion": "v1",
             "kind": "Service",
@@ -146,28 +132,7 @@ def build_manifests(
                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
             },
         },
-        "hpa.yaml": {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": metadata,
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": options.min_replicas,
-                "maxReplicas": options.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": options.target_cpu_utilization,
-                            },
-                        },
-                    }
-                ],
-            },
-        },
+        "hpa.yaml": _autoscaler(options, metadata),
         "pdb.yaml": {
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
@@ -176,19 +141,65 @@ def build_manifests(
         },
     }
     if options.kserve:
-        predictor = {
+        documents["kserve/inferenceservice.yaml"] = _inference_service(options, metadata, pod)
+    return documents
+
+
+def _deployment(
+    metadata: dict[str, Any], selector: dict[str, str], pod: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        # No spec.replicas: the HPA owns the count, and re-applying must not reset it.
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "revisionHistoryLimit": 5,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {"metadata": {"labels": metadata["labels"]}, "spec": pod},
+        },
+    }
+
+
+def _autoscaler(options: KubernetesOptions, metadata: dict[str, Any]) -> dict[str, Any]:
+    target = {"type": "Utilization", "averageUtilization": options.target_cpu_utilization}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata,
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": metadata["name"],
+            },
             "minReplicas": options.min_replicas,
             "maxReplicas": options.max_replicas,
-            **{key: value for key, value in pod.items() if key != "containers"},
-            "containers": [{**pod["containers"][0], "name": "kserve-container"}],
-        }
-        documents["kserve/inferenceservice.yaml"] = {
-            "apiVersion": "serving.kserve.io/v1beta1",
-            "kind": "InferenceService",
-            "metadata": metadata,
-            "spec": {"predictor": predictor},
-        }
-    return documents
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": target}}],
+        },
+    }
+
+
+def _inference_service(
+    options: KubernetesOptions, metadata: dict[str, Any], pod: dict[str, Any]
+) -> dict[str, Any]:
+    """KServe's custom predictor: the same pod, its container renamed as KServe requires."""
+    predictor = {
+        "minReplicas": options.min_replicas,
+        "maxReplicas": options.max_replicas,
+        **{key: value for key, value in pod.items() if key != "containers"},
+        "containers": [{**pod["containers"][0], "name": "kserve-container"}],
+    }
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": metadata,
+        "spec": {"predictor": predictor},
+    }
 
 
 def _pod_spec(options: KubernetesOptions, image: str) -> dict[str, Any]:
