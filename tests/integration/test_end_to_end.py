@@ -280,10 +280,25 @@ def test_request_id_is_echoed_or_generated(server: Server, built: Built) -> None
     assert any(request_id in json.dumps(r) for r in records)
 
 
-def test_metadata_is_the_model_card(server: Server, built: Built) -> None:
+def test_metadata_is_the_public_part_of_the_model_card(server: Server, built: Built) -> None:
     response = httpx.get(f"{server.url}/metadata")
     assert response.status_code == 200
-    assert response.json() == built.card
+    served = response.json()
+    assert set(served) == {
+        "name",
+        "model_version",
+        "nb2prod_version",
+        "trained_at",
+        "metrics",
+        "output",
+        "notebook",
+        "input_schema",
+    }
+    for field in ("name", "model_version", "metrics", "trained_at"):
+        assert served[field] == built.card[field], field
+    names = [column["name"] for column in built.card["input_schema"]["columns"]]
+    assert [column["name"] for column in served["input_schema"]["columns"]] == names
+    assert not Path(served["notebook"]["path"]).is_absolute()
 
 
 def test_metrics_count_requests(server: Server, built: Built) -> None:

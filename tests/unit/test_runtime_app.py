@@ -509,7 +509,24 @@ def test_readyz_is_503_until_loaded(function_build: Build) -> None:
 
 def test_healthz_and_metadata(client: TestClient, function_build: Build) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/metadata").json() == function_build.card
+    served = client.get("/metadata").json()
+    card = function_build.card
+    # Only what a client needs: no golden rows, profile, parameters, paths or examples.
+    assert served == {
+        "name": card["name"],
+        "model_version": card["model_version"],
+        "nb2prod_version": card["nb2prod_version"],
+        "trained_at": card["trained_at"],
+        "metrics": card["metrics"],
+        "output": {"kind": card["output"]["kind"]},
+        "notebook": {"path": Path(card["notebook"]["path"]).name},
+        "input_schema": {
+            "columns": [
+                {k: v for k, v in column.items() if k != "example"}
+                for column in card["input_schema"]["columns"]
+            ]
+        },
+    }
 
 
 def test_metrics_count_requests_and_predictions(client: TestClient, function_build: Build) -> None:
