@@ -76,7 +76,8 @@ def generate(
     """Write the build context for ``path`` and nothing else (``nb2prod generate``)."""
     spec, plan, pins = _analyse(path, parameters)
     target = (output_dir or default_output(spec)).resolve()
-    with output.staged_directory(target, force) as staging:
+    inputs = output.notebook_inputs(spec)
+    with output.staged_directory(target, force, inputs) as staging:
         render.render_context(spec, plan, pins, staging, template, final=target)
     return BuildContext(path=target, spec=spec, requirements=pins)
 
@@ -108,7 +109,8 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     engine = connect() if options.docker else None  # fail before training when there is none
     target = (options.output or default_output(spec)).resolve()
     in_container = options.docker and not options.train_on_host
-    with output.staged_directory(target, options.force) as staging:
+    inputs = output.notebook_inputs(spec)
+    with output.staged_directory(target, options.force, inputs, notify=say) as staging:
         with timed("generate"):
             staged = render.render_context(
                 spec, plan, pins, staging, options.template, final=target

@@ -177,16 +177,15 @@ def test_generate_refuses_a_file_in_the_way(tmp_path: Path) -> None:
     assert target.read_text() == "mine"
 
 
-def test_generate_with_force_replaces_the_directory(tmp_path: Path) -> None:
+def test_generate_never_replaces_a_directory_it_did_not_write(tmp_path: Path) -> None:
     target = tmp_path / "out"
     target.mkdir()
     (target / "notes.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match="refusing to overwrite"):
+    with pytest.raises(OutputExistsError, match="not written by this nb2prod"):
         pipeline.generate(NOTEBOOK, target)
-    pipeline.generate(NOTEBOOK, target, force=True)
-    assert not (target / "notes.txt").exists()
-    assert (target / "train.py").is_file()
-    assert (target / "build.json").is_file()
+    with pytest.raises(OutputExistsError, match="not written by this nb2prod"):
+        pipeline.generate(NOTEBOOK, target, force=True)
+    assert (target / "notes.txt").read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
