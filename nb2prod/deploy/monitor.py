@@ -8,6 +8,7 @@ column or the predictions drift, or, with ``min_share``, when that share of colu
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -74,7 +75,11 @@ class MonitorReport:
 
 
 def _get_json(url: str, timeout: float) -> Any:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+    headers = {"Accept": "application/json"}
+    token = os.environ.get("NB2PROD_ADMIN_TOKEN")
+    if token:  # the service guards /monitoring/* and /metadata with it when it has one
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return json.loads(response.read())

@@ -251,6 +251,15 @@ def test_admin_token_guards_metadata_monitoring_and_feedback_only(serve: Any) ->
     assert served.client.get("/monitoring/drift", headers=good).status_code == 200
     answer = served.client.post("/feedback", json=feedback, headers=good)
     assert answer.status_code == 200, answer.text  # the 401s recorded nothing
+    # `nb2prod monitor` sends the token from its own environment.
+    url = f"http://127.0.0.1:{served.port}"
+    command = [sys.executable, "-m", "nb2prod", "monitor", url]
+    env = {k: v for k, v in os.environ.items() if k != "NB2PROD_ADMIN_TOKEN"}
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
+    env["NB2PROD_ADMIN_TOKEN"] = TOKEN
+    allowed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
 
 
 # --- item: the drift webhook keeps its token ------------------------------------------------------
