@@ -606,9 +606,11 @@ def main(argv: list[str] | None = None) -> None:
         if err.hint:
             click.echo(f"Hint: {err.hint}", err=True)
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
+    except click.exceptions.Abort as err:
+        # click turns Ctrl-C inside a command into Abort; shells read 130 as "SIGINT".
+        interrupted = isinstance(err.__cause__, KeyboardInterrupt)
+        click.echo("Interrupted." if interrupted else "Aborted.", err=True)
+        sys.exit(130 if interrupted else 1)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
