@@ -128,11 +128,7 @@ class BodyLimitMiddleware:
 async def _send_413(send: Send, limit: int) -> None:
     # No "Connection: close": uvicorn then reads and drops the rest of the body (bounded
     # memory) so the client, still sending, gets to read this answer.
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": _too_large_body(limit)})
+    body = _too_large_body(limit)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
