@@ -8,6 +8,7 @@ works.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -66,6 +67,8 @@ def _normalize(relative: str, text: str) -> str:
         for key in ("notebook", "notebook_dir", "notebook_dir_relative"):
             if key in record:
                 record[key] = f"<{key}>"
+        # Which files the build recorded is nb2prod's decision; their hashes follow the pins.
+        record["files"] = sorted(record.get("files", {}))
         text = json.dumps(record, indent=2) + "\n"
     text = text.replace(str(EXAMPLES_DIR), "<EXAMPLES_DIR>")
     text = text.replace(nb2prod.__version__, "<NB2PROD_VERSION>")
@@ -162,7 +165,7 @@ def test_generate_refuses_a_directory_nb2prod_did_not_write(tmp_path: Path) -> N
     result = run_cli("generate", str(NOTEBOOK), "-o", str(target))
     assert result.returncode == 4, result.stderr
     assert result.stderr.count("Error:") == 1
-    assert "--force" in result.stderr
+    assert "never deletes files it did not write" in result.stderr
     assert "Traceback" not in result.stderr
     assert user_file.read_text() == "mine"
     assert sorted(p.name for p in target.iterdir()) == ["notes.txt"]
@@ -192,7 +195,11 @@ def test_generate_never_replaces_a_directory_it_did_not_write(tmp_path: Path) ->
 def test_regenerating_a_directory_nb2prod_wrote_needs_no_force(tmp_path: Path) -> None:
     target = tmp_path / "out"
     pipeline.generate(NOTEBOOK, target)
+    # A file an older layout wrote (and recorded, with its hash) is not carried over.
     (target / "stale.txt").write_text("left over from an older layout")
+    record = json.loads((target / "build.json").read_text())
+    record["files"]["stale.txt"] = hashlib.sha256(b"left over from an older layout").hexdigest()
+    (target / "build.json").write_text(json.dumps(record))
     pipeline.generate(NOTEBOOK, target)
     assert (target / "train.py").is_file()
     assert not (target / "stale.txt").exists()  # replaced as a whole, not merged
