@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +15,7 @@ import httpx
 import pytest
 import yaml
 from fake_cloudrun import FakeCloudRun
+from helpers import free_port, run_cli_process
 
 from nb2prod.deploy import cloudrun
 from nb2prod.errors import PushError
@@ -122,18 +120,10 @@ def test_unreachable_registry_is_a_push_error(
     built_dir: tuple[Path, docker.DockerClient],
 ) -> None:
     directory, _ = built_dir
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     with pytest.raises(PushError, match="unreachable"):
         push.push_image(directory, f"127.0.0.1:{port}/models")
     assert not (directory / ".nb2prod" / "push.json").exists()
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nb2prod", *args], capture_output=True, text=True, check=False
-    )
 
 
 @pytest.mark.docker
@@ -145,7 +135,7 @@ def test_cli_deploy_pushes_first_then_canary_promote_and_rollback(
     directory, _ = built_dir
     with FakeCloudRun() as fake:
         where = ["--project", "demo-project", "--region", "europe-west1"]
-        first = _cli(
+        first = run_cli_process(
             "deploy", str(directory), *where, "--registry", registry, "--endpoint", fake.endpoint
         )
         assert first.returncode == 0, first.stderr
@@ -154,7 +144,7 @@ def test_cli_deploy_pushes_first_then_canary_promote_and_rollback(
         assert fake.bodies("PATCH")[-1]["template"]["containers"][0]["image"] == pushed["image"]
         first_revision = fake.bodies("PATCH")[-1]["template"]["revision"]
 
-        canary = _cli(
+        canary = run_cli_process(
             "deploy",
             str(directory),
             *where,
@@ -172,11 +162,11 @@ def test_cli_deploy_pushes_first_then_canary_promote_and_rollback(
         assert shares == [10, 90]
         assert any(t.get("tag") == "canary" for t in body["traffic"])
 
-        promoted = _cli("promote", str(directory), "--endpoint", fake.endpoint)
+        promoted = run_cli_process("promote", str(directory), "--endpoint", fake.endpoint)
         assert promoted.returncode == 0, promoted.stderr
         assert [int(t.get("percent", 0)) for t in fake.bodies("PATCH")[-1]["traffic"]] == [100]
 
-        rolled = _cli("rollback", str(directory), "--endpoint", fake.endpoint)
+        rolled = run_cli_process("rollback", str(directory), "--endpoint", fake.endpoint)
         assert rolled.returncode == 0, rolled.stderr
         # Back to where traffic was before the canary deploy: all on the first revision.
         restored = fake.bodies("PATCH")[-1]["traffic"]
@@ -184,6 +174,6 @@ def test_cli_deploy_pushes_first_then_canary_promote_and_rollback(
         assert restored[0].get("revision") == first_revision
 
         fake.fail(403, "Permission 'run.services.update' denied", "run.services.update")
-        denied = _cli("deploy", str(directory), *where, "--endpoint", fake.endpoint)
+        denied = run_cli_process("deploy", str(directory), *where, "--endpoint", fake.endpoint)
         assert denied.returncode == 11, denied.stderr
         assert denied.stderr.startswith("Error: ") and "Traceback" not in denied.stderr

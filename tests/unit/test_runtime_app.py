@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fake_build import make_card, write_model_dir
+from helpers import free_port
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -645,13 +645,6 @@ def vendored_build(build: Build, root: Path) -> Path:
     )
     (root / "serving.py").write_text(SERVING_PY)
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_vendored_runtime_imports_nothing_from_nb2prod(
