@@ -75,6 +75,20 @@ def write_image_record(build_dir: Path, tag: str, image_id: str) -> ImageRecord:
     return record
 
 
+#: The image id write_built_dir records (its push record names the same image).
+BUILT_IMAGE_ID = "sha256:" + "11" * 32
+
+
+def write_built_dir(directory: Path, pushed_as: str | None = None) -> Path:
+    """``iris_classifier`` built (card, golden set, image record) into ``directory``, and pushed
+    as ``pushed_as`` (REPO@sha256:...) when given: what deploy and its tests start from."""
+    write_model_dir(directory, make_card(name="iris_classifier", model_version="3f2a9c1b0d7e"))
+    write_image_record(directory, "iris_classifier:3f2a9c1b0d7e", BUILT_IMAGE_ID)
+    if pushed_as is not None:
+        write_push_record(directory, pushed_as, BUILT_IMAGE_ID)
+    return directory
+
+
 def write_push_record(build_dir: Path, image: str, image_id: str) -> PushRecord:
     """``.nb2prod/push.json`` as ``nb2prod push`` leaves it; ``image`` is REPO@sha256:..."""
     repository, digest = image.split("@", 1)

@@ -15,7 +15,7 @@ from typing import Any
 import google.auth
 import pytest
 import yaml
-from fake_build import make_card, write_image_record, write_model_dir, write_push_record
+from fake_build import make_card, write_built_dir, write_image_record
 from fake_cloudrun import CONDITION_FAILED, FakeCloudRun
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
@@ -36,12 +36,7 @@ REAL_HOME = os.environ.get("HOME", "")
 @pytest.fixture
 def build_dir(tmp_path: Path) -> Path:
     """A built and pushed DIR, as the build and push stages leave it."""
-    directory = tmp_path / "iris_classifier"
-    write_model_dir(directory, make_card(name="iris_classifier", model_version="3f2a9c1b0d7e"))
-    image_id = "sha256:" + "11" * 32
-    write_image_record(directory, "iris_classifier:3f2a9c1b0d7e", image_id)
-    write_push_record(directory, IMAGE, image_id)
-    return directory
+    return write_built_dir(tmp_path / "iris_classifier", pushed_as=IMAGE)
 
 
 @pytest.fixture

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
-from fake_build import make_card, write_image_record, write_model_dir, write_push_record
+from fake_build import write_built_dir
 from fake_cloudrun import FakeCloudRun
-
-from nb2prod.cli import main
+from helpers import run_cli
 
 PROJECT, REGION = "demo-project", "europe-west1"
 IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/models/iris_classifier@sha256:" + "ab" * 32
@@ -42,12 +41,7 @@ KUBERNETES_ONLY = [("--namespace", "ml"), ("--apply", None), ("--kserve", None)]
 @pytest.fixture
 def build_dir(tmp_path: Path) -> Path:
     """A built and pushed DIR, as the build and push stages leave it."""
-    directory = tmp_path / "iris_classifier"
-    write_model_dir(directory, make_card(name="iris_classifier", model_version="3f2a9c1b0d7e"))
-    image_id = "sha256:" + "11" * 32
-    write_image_record(directory, "iris_classifier:3f2a9c1b0d7e", image_id)
-    write_push_record(directory, IMAGE, image_id)
-    return directory
+    return write_built_dir(tmp_path / "iris_classifier", pushed_as=IMAGE)
 
 
 @pytest.fixture
@@ -57,11 +51,9 @@ def fake() -> Any:
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the CLI's entry point in process: exit code, stdout, stderr."""
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
+    """Run the CLI's entry point in process (helpers.run_cli): exit code, stdout, stderr."""
+    result = run_cli(*args)
+    return result.returncode, result.stdout, result.stderr
 
 
 def flag(name: str, value: str | None) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from fake_build import make_card, write_image_record, write_model_dir, write_push_record
+from fake_build import BUILT_IMAGE_ID, write_built_dir, write_push_record
 
 from nb2prod.deploy import kubernetes as k8s
 from nb2prod.errors import ConfigError, DeployError
@@ -20,15 +20,11 @@ DIGEST_IMAGE = "registry.example.com/models/iris_classifier@sha256:" + "ab" * 32
 
 @pytest.fixture
 def build_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "iris_classifier"
-    write_model_dir(directory, make_card(name="iris_classifier", model_version="3f2a9c1b0d7e"))
-    image_id = "sha256:" + "11" * 32
-    write_image_record(directory, "iris_classifier:3f2a9c1b0d7e", image_id)
-    return directory
+    return write_built_dir(tmp_path / "iris_classifier")
 
 
 def pushed(build_dir: Path) -> Path:
-    write_push_record(build_dir, DIGEST_IMAGE, "sha256:" + "11" * 32)
+    write_push_record(build_dir, DIGEST_IMAGE, BUILT_IMAGE_ID)
     return build_dir
 
 
