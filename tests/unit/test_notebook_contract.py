@@ -69,20 +69,17 @@ def replace(cells: Cells, index: int, source: str, tags: list[str] | None) -> Ce
 # --- roles: tags and `# nb2prod:` comments -------------------------------------------------
 
 
+#: The role of each cell of function_cells(), by cell number.
+FUNCTION_ROLES = {1: None, 2: "parameters", 3: "load", 4: "preprocess", 5: "train", 6: "predict"}
+
+
 def roles(spec: Any) -> dict[int, str | None]:
     return {cell.number: cell.role for cell in spec.cells}
 
 
 def test_roles_come_from_cell_tags(make_notebook: Callable[..., Path]) -> None:
     spec = read_notebook(make_notebook(function_cells()))
-    assert roles(spec) == {
-        1: None,
-        2: "parameters",
-        3: "load",
-        4: "preprocess",
-        5: "train",
-        6: "predict",
-    }
+    assert roles(spec) == FUNCTION_ROLES
     assert spec.cells_with_role("train")[0].first_line == "scale = 2.0"
 
 
@@ -141,14 +138,7 @@ def test_kale_tags_next_to_a_role_keep_the_role(make_notebook: Callable[..., Pat
     cells[1] = (PARAMETERS, ["pipeline-parameters", "parameters"])
     cells[4] = (TRAIN, ["step:train", "train", "prev:load"])
     spec = read_notebook(make_notebook(cells))
-    assert roles(spec) == {
-        1: None,
-        2: "parameters",
-        3: "load",
-        4: "preprocess",
-        5: "train",
-        6: "predict",
-    }
+    assert roles(spec) == FUNCTION_ROLES
     # Kale's `pipeline-parameters` is not papermill's `parameters`: no parameters from it alone.
     cells[1] = (PARAMETERS, ["pipeline-parameters"])
     spec = read_notebook(make_notebook(cells, name="kale_only"))
