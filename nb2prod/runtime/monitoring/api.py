@@ -34,15 +34,16 @@ logger = logging.getLogger("nb2prod.monitoring")
 
 
 # The /feedback body, for the OpenAPI document (monitor.feedback checks it).
+_LABEL = {"anyOf": [{"type": "string"}, {"type": "number"}], "description": "A true label."}
 _ITEM = {
     "type": "object",
     "properties": {
         "request_id": {"type": "string", "description": "X-Request-ID of the /predict answer."},
-        "label": {"description": "The true label, for a one-row request."},
+        "label": _LABEL,
         "labels": {
             "type": "array",
             "minItems": 1,
-            "items": {},
+            "items": _LABEL,
             "description": "One true label per predicted row, in the request's order.",
         },
     },
