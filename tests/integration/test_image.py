@@ -18,10 +18,13 @@ from typing import Any
 
 import nbformat
 import pytest
+from fake_build import make_card
 
 from nb2prod import pipeline
+from nb2prod.builddir import BuildDir
 from nb2prod.errors import ParityError
 from nb2prod.models import BuildContext, BuildOptions, ImageResult, SmokeReport
+from nb2prod.runtime.card import GoldenSet
 from nb2prod.ship import image, smoke
 from nb2prod.train import train
 
@@ -53,9 +56,10 @@ def card_of(context: Path) -> dict[str, Any]:
     return dict(json.loads((context / "model" / "model_card.json").read_text()))
 
 
-def smoke_test(image_ref: str, card: dict[str, Any], **options: Any) -> SmokeReport:
+def smoke_test(image_ref: str, directory: Path, **options: Any) -> SmokeReport:
     """What ``nb2prod build`` does after the image: run the checks, raise for a failure."""
-    report = smoke.run_smoke_checks(image_ref, card, **options)
+    layout = BuildDir(directory)
+    report = smoke.run_smoke_checks(image_ref, layout.card(), layout.golden(), **options)
     smoke.raise_for_report(report, image_ref)
     return report
 
@@ -81,7 +85,7 @@ def test_image_is_tagged_labelled_and_runs_as_non_root(
 
 def test_container_passes_every_smoke_check(built: ImageResult, context: Path) -> None:
     lines: list[str] = []
-    report = smoke_test(built.tags[0], card_of(context), progress=lines.append)
+    report = smoke_test(built.tags[0], context, progress=lines.append)
     assert report.ok, smoke.report_to_dict(report)
     assert [c.name for c in report.checks] == list(smoke.CHECK_NAMES)
     assert report.ready_seconds is not None and report.ready_seconds < 20
@@ -109,17 +113,20 @@ def test_editing_the_predict_cell_reuses_the_dependency_layers(
 def test_parity_guard_fails_with_rows_side_by_side(
     built: ImageResult, context: Path, tmp_path: Path, docker_engine: Any
 ) -> None:
-    """A container that answers differently from the golden set fails the smoke test."""
+    """A container that answers differently from the golden set fails the smoke test.
+
+    The golden set stays out of the image, so the same image meets a changed expectation.
+    """
     skewed = tmp_path / "skewed"
     shutil.copytree(context, skewed)
-    card = card_of(skewed)
-    expected = list(card["golden"]["predictions"])
+    golden_path = BuildDir(skewed).golden_path
+    golden = json.loads(golden_path.read_text())
+    expected = list(golden["predictions"])
     swapped = {"setosa": "versicolor", "versicolor": "virginica", "virginica": "setosa"}
-    card["golden"]["predictions"][0] = swapped[expected[0]]
-    (skewed / "model" / "model_card.json").write_text(json.dumps(card))
-    tag = image.build_image(skewed, engine=docker_engine, quiet=True).tags[0]
+    golden["predictions"][0] = swapped[expected[0]]
+    golden_path.write_text(json.dumps(golden))
     with pytest.raises(ParityError) as caught:
-        smoke_test(tag, card)
+        smoke_test(built.tags[0], skewed)
     message = str(caught.value)
     assert "1 of 8 golden rows differ" in message
     assert "expected (notebook)" in message and "got (service)" in message
@@ -139,7 +146,7 @@ def test_training_in_a_container_matches_the_host(
     model_dir = train(copy, lines.append, engine=docker_engine).model_dir
     card, host_card = card_of(in_container), card_of(context)
     assert card["trained_in"] == "container" and host_card["trained_in"] == "host"
-    assert card["golden"] == host_card["golden"]
+    assert BuildDir(in_container).golden() == BuildDir(context).golden()
     assert card["metrics"] == pytest.approx(host_card["metrics"])
     assert all(p.stat().st_uid == os.getuid() for p in model_dir.rglob("*"))
     assert (in_container / ".nb2prod" / "train.log").is_file()
@@ -198,7 +205,8 @@ def test_a_container_that_dies_fails_the_smoke_test_at_once(
         'FROM python:3.11-slim\nCMD ["python", "-c", "raise SystemExit(\'boom: no model\')"]\n'
     )
     docker_engine.client.images.build(path=str(tmp_path), tag="nb2prod-test/dies:1", pull=False)
-    report = smoke.run_smoke_checks("nb2prod-test/dies:1", {"golden": {"rows": []}})
+    empty = GoldenSet(rows=[], predictions=[])
+    report = smoke.run_smoke_checks("nb2prod-test/dies:1", make_card(), empty)
     (ready,) = report.checks
     assert not ready.passed and ready.seconds < 10
     assert "boom: no model" in ready.detail

@@ -14,6 +14,7 @@ import docker
 import httpx
 import pytest
 import yaml
+from fake_build import make_card, write_image_record, write_model_dir
 from fake_cloudrun import FakeCloudRun
 from helpers import free_port, run_cli_process
 
@@ -54,14 +55,10 @@ def built_dir(tmp_path: Path, docker_engine: Any) -> Iterator[tuple[Path, docker
     dockerfile = f"FROM python:3.11-slim\nLABEL io.nb2prod.test={marker}\n".encode()
     image, _ = client.images.build(fileobj=io.BytesIO(dockerfile), pull=False, rm=True)
     directory = tmp_path / "iris_classifier"
-    (directory / "model").mkdir(parents=True)
-    (directory / ".nb2prod").mkdir()
-    card = {"name": "iris_classifier", "model_version": marker[:12]}
-    (directory / "model" / "model_card.json").write_text(json.dumps(card))
+    write_model_dir(directory, make_card(name="iris_classifier", model_version=marker[:12]))
     tag = f"iris_classifier:{marker[:12]}"
     image.tag(tag)
-    record = {"image_id": image.id, "tags": [tag], "size_bytes": image.attrs["Size"]}
-    (directory / ".nb2prod" / "image.json").write_text(json.dumps(record))
+    write_image_record(directory, tag, str(image.id))
     try:
         yield directory, client
     finally:
