@@ -32,6 +32,21 @@ GOLDEN_DIR = TESTS_DIR / "golden"
 EXAMPLES = ("iris_function", "wine_script", "diabetes_regression")
 
 
+#: What GET /metadata may show of a model card (the public part: no parameters, paths or data).
+PUBLIC_CARD_FIELDS = frozenset(
+    {
+        "name",
+        "model_version",
+        "nb2prod_version",
+        "trained_at",
+        "metrics",
+        "output",
+        "notebook",
+        "input_schema",
+    }
+)
+
+
 def example_notebook(name: str) -> Path:
     """The path of example notebook ``name`` (one of EXAMPLES)."""
     return EXAMPLES_DIR / f"{name}.ipynb"
@@ -163,7 +178,8 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """``nb2prod serve DIR`` in a subprocess on a free loopback port; ready once constructed.
+    """``nb2prod serve DIR`` in a subprocess on a free loopback port, ready once constructed
+    (``wait=False`` for a test that expects it never to become ready).
 
     ``readiness`` keeps what ``/readyz`` answered (a status, or "unreachable") before its 200, so
     a test can check that the service did not claim readiness before its model was loaded.
@@ -174,6 +190,8 @@ class ServeProcess:
         build_dir: Path,
         log: Path,
         env: Mapping[str, str] | None = None,
+        *,
+        wait: bool = True,
         timeout: float = 60.0,
     ) -> None:
         self.port = free_port()
@@ -188,13 +206,15 @@ class ServeProcess:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-        try:
-            self._wait_until_ready(timeout)
-        except BaseException:
-            self.close()
-            raise
+        if wait:
+            try:
+                self.wait_until_ready(timeout)
+            except BaseException:
+                self.close()
+                raise
 
-    def _wait_until_ready(self, timeout: float) -> None:
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Poll ``/readyz`` until 200; fail at once if the server exited, or after ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             assert self.process.poll() is None, f"nb2prod serve exited:\n{self.log.read_text()}"
@@ -211,8 +231,16 @@ class ServeProcess:
             )
             time.sleep(0.05)
 
+    def rss_bytes(self) -> int:
+        """The server's resident memory now, from /proc (Linux)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
     def close(self) -> None:
         """Stop the server as a platform would (SIGTERM), killing it if it does not stop."""
+        if self.process.poll() is not None:
+            return
         self.process.terminate()
         try:
             self.process.wait(timeout=15)

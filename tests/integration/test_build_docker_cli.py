@@ -8,55 +8,29 @@ kernel (tests/reference.py), not with nb2prod's own output.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import math
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import nbformat
 import pytest
+import reference
+from helpers import (
+    EXAMPLES,
+    assert_same_predictions,
+    build_example,
+    example_notebook,
+    free_port,
+    run_cli_process,
+    write_notebook,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
-EXAMPLES_DIR = TESTS_DIR.parent / "example_notebooks"
-EXAMPLES = ["iris_function", "wine_script", "diabetes_regression"]
 DOCKER = "/usr/bin/docker"
-
-
-def _reference() -> ModuleType:
-    name = "nb2prod_tests_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, TESTS_DIR / "reference.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def nb2prod(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nb2prod", *args],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def post(url: str, body: Any) -> tuple[int, Any]:
@@ -70,23 +44,15 @@ def post(url: str, body: Any) -> tuple[int, Any]:
         return err.code, json.loads(err.read())
 
 
-def same(expected: Any, got: Any) -> bool:
-    if isinstance(expected, float) or isinstance(got, float):
-        return math.isclose(float(expected), float(got), rel_tol=1e-6)
-    return bool(expected == got)
-
-
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any) -> dict[str, Path]:
     """Each example built with `nb2prod build` (Docker), with --json and --junit reports."""
     out = tmp_path_factory.mktemp("builds")
     done: dict[str, Path] = {}
     for name in EXAMPLES:
-        result = nb2prod(
-            "build",
-            str(EXAMPLES_DIR / f"{name}.ipynb"),
-            "-o",
-            str(out / name),
+        build_example(
+            name,
+            out / name,
             "--tag",
             f"nb2prod-ci/{name}:latest",
             "--json",
@@ -95,7 +61,6 @@ def builds(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any) -> dict
             str(out / f"{name}.xml"),
             "--quiet",
         )
-        assert result.returncode == 0, result.stderr
         done[name] = out / name
     return done
 
@@ -179,14 +144,12 @@ def test_our_own_docker_run_answers_like_the_notebook(name: str, builds: dict[st
                 pass
             assert time.monotonic() < deadline, "container never became ready"
             time.sleep(0.2)
-        rows = _reference().example_rows(name, 5)
-        expected = _reference().reference_predictions(EXAMPLES_DIR / f"{name}.ipynb", rows)
+        rows = reference.example_rows(name, 5)
+        expected = reference.reference_predictions(example_notebook(name), rows)
         status, body = post(f"{base}/predict", {"instances": rows})
         assert status == 200, body
         assert body["model_version"] == card["model_version"]
-        got = body["predictions"]
-        assert len(got) == len(expected)
-        assert all(same(e, g) for e, g in zip(expected, got, strict=True)), (expected, got)
+        assert_same_predictions(expected, body["predictions"])
         status, body = post(f"{base}/predict", {"instances": [{"nope": 1}]})
         assert status == 422
     finally:
@@ -215,13 +178,8 @@ def test_build_fails_with_rows_side_by_side_when_the_container_answers_different
         ),
         ("predict(model, X.head())", []),
     ]
-    notebook = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(src, metadata={"tags": tags}) for src, tags in cells],
-        metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Py"}},
-    )
-    path = tmp_path / "skewed.ipynb"
-    nbformat.write(notebook, path)
-    result = nb2prod("build", str(path), "-o", str(tmp_path / "out"), "--train-on-host")
+    path = write_notebook(tmp_path / "skewed.ipynb", cells)
+    result = run_cli_process("build", path, "-o", tmp_path / "out", "--train-on-host", timeout=1800)
     assert result.returncode == 6, result.stderr
     assert "Traceback" not in result.stderr
     assert "expected (notebook)" in result.stderr and "got (service)" in result.stderr

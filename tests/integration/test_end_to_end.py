@@ -8,10 +8,7 @@ from: comparing the service with the card alone would let a bug in training hide
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import math
-import socket
 import subprocess
 import sys
 import time
@@ -19,66 +16,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
+import reference
+from helpers import (
+    EXAMPLES,
+    PUBLIC_CARD_FIELDS,
+    ServeProcess,
+    assert_same_predictions,
+    build_example,
+    example_notebook,
+)
 
 pytestmark = pytest.mark.slow
-
-TESTS_DIR = Path(__file__).resolve().parents[1]
-EXAMPLES_DIR = TESTS_DIR.parent / "example_notebooks"
-EXAMPLES = ["iris_function", "wine_script", "diabetes_regression"]
-READY_TIMEOUT_SECONDS = 60.0
-
-
-def _load_reference() -> ModuleType:
-    """tests/reference.py (tests/ is not a package); shared with test_examples.py's cache."""
-    name = "nb2prod_tests_reference"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, TESTS_DIR / "reference.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-reference = _load_reference()
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nb2prod", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=900,
-        check=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def assert_same_predictions(expected: list[Any], got: list[Any]) -> None:
-    """Labels (strings, ints, bools) exactly; floats with 1e-6 relative tolerance."""
-    assert len(got) == len(expected), (expected, got)
-    for index, (want, have) in enumerate(zip(expected, got, strict=True)):
-        if isinstance(want, list):
-            assert isinstance(have, list), (index, want, have)
-            assert_same_predictions(want, have)
-        elif isinstance(want, float) or isinstance(have, float):
-            assert isinstance(have, (int, float)) and not isinstance(have, bool), (index, have)
-            assert math.isclose(have, want, rel_tol=1e-6, abs_tol=1e-12), (index, want, have)
-        else:
-            assert type(have) is type(want) and have == want, (index, want, have)
 
 
 # --- fixtures: one build and one server per example ------------------------------------------
@@ -94,60 +46,24 @@ class Built:
     build_stdout: str
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    readiness: list[int | str]  # what /readyz said (or "unreachable") before it was ready
-
-
 @pytest.fixture(scope="module", params=EXAMPLES)
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Built:
     name: str = request.param
     root = tmp_path_factory.mktemp("e2e")
-    notebook = EXAMPLES_DIR / f"{name}.ipynb"
-    result = run_cli("build", str(notebook), "--no-docker", "-o", str(root / name))
-    assert result.returncode == 0, result.stdout + result.stderr
+    notebook = example_notebook(name)
+    result = build_example(name, root / name, "--no-docker")
     card = json.loads((root / name / "model" / "model_card.json").read_text())
     golden = json.loads((root / name / "model" / "golden.json").read_text())
     return Built(name, notebook, root / name, card, golden, result.stdout)
 
 
 @pytest.fixture(scope="module")
-def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nb2prod", "serve", str(built.directory), "--port", str(port)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    readiness: list[int | str] = []
+def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    served = ServeProcess(built.directory, tmp_path_factory.mktemp("serve") / "serve.log")
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while True:
-            assert process.poll() is None, f"nb2prod serve exited:\n{log.read_text()}"
-            try:
-                status = httpx.get(f"{url}/readyz", timeout=2.0).status_code
-            except httpx.TransportError:
-                readiness.append("unreachable")
-            else:
-                if status == 200:
-                    break
-                readiness.append(status)
-            assert time.monotonic() < deadline, f"not ready: {readiness[-5:]}\n{log.read_text()}"
-            time.sleep(0.05)
-        yield Server(url, process, log, readiness)
+        yield served
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        served.close()
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +99,7 @@ def test_golden_set_matches_the_notebook_run_in_jupyter(built: Built, expected: 
 # --- the service ------------------------------------------------------------------------------
 
 
-def test_readiness_is_503_or_unreachable_until_loaded(server: Server) -> None:
+def test_readiness_is_503_or_unreachable_until_loaded(server: ServeProcess) -> None:
     assert all(seen in (503, "unreachable") for seen in server.readiness), server.readiness
     response = httpx.get(f"{server.url}/readyz")
     assert response.status_code == 200
@@ -207,7 +123,7 @@ def _payloads(built: Built) -> dict[str, Any]:
 
 @pytest.mark.parametrize("shape", ["instances", "dataframe_records", "dataframe_split"])
 def test_predict_matches_the_notebook(
-    server: Server, built: Built, expected: list[Any], shape: str
+    server: ServeProcess, built: Built, expected: list[Any], shape: str
 ) -> None:
     response = httpx.post(f"{server.url}/predict", json=_payloads(built)[shape], timeout=30)
     assert response.status_code == 200, response.text
@@ -217,7 +133,7 @@ def test_predict_matches_the_notebook(
 
 
 def test_predict_one_row_at_a_time_matches_the_notebook(
-    server: Server, built: Built, expected: list[Any]
+    server: ServeProcess, built: Built, expected: list[Any]
 ) -> None:
     for row, want in zip(built.golden["rows"], expected, strict=True):
         response = httpx.post(f"{server.url}/predict", json={"instances": [row]}, timeout=30)
@@ -229,7 +145,7 @@ def _detail_text(response: httpx.Response) -> str:
     return json.dumps(response.json())
 
 
-def test_a_missing_column_is_a_422_naming_it(server: Server, built: Built) -> None:
+def test_a_missing_column_is_a_422_naming_it(server: ServeProcess, built: Built) -> None:
     row = dict(built.golden["rows"][0])
     column = built.card["input_schema"]["columns"][0]["name"]
     del row[column]
@@ -238,7 +154,7 @@ def test_a_missing_column_is_a_422_naming_it(server: Server, built: Built) -> No
     assert column in _detail_text(response)
 
 
-def test_a_wrong_type_is_a_422_naming_the_field(server: Server, built: Built) -> None:
+def test_a_wrong_type_is_a_422_naming_the_field(server: ServeProcess, built: Built) -> None:
     row = dict(built.golden["rows"][0])
     numeric = next(
         c for c in built.card["input_schema"]["columns"] if c["kind"] in ("number", "integer")
@@ -250,7 +166,7 @@ def test_a_wrong_type_is_a_422_naming_the_field(server: Server, built: Built) ->
 
 
 @pytest.mark.parametrize("body", [b"", b"{}"])
-def test_an_empty_body_is_a_422_naming_the_field(server: Server, body: bytes) -> None:
+def test_an_empty_body_is_a_422_naming_the_field(server: ServeProcess, body: bytes) -> None:
     response = httpx.post(
         f"{server.url}/predict", content=body, headers={"content-type": "application/json"}
     )
@@ -258,7 +174,7 @@ def test_an_empty_body_is_a_422_naming_the_field(server: Server, body: bytes) ->
     assert "instances" in _detail_text(response)
 
 
-def test_request_id_is_echoed_or_generated(server: Server, built: Built) -> None:
+def test_request_id_is_echoed_or_generated(server: ServeProcess, built: Built) -> None:
     request_id = f"e2e-{uuid.uuid4().hex}"
     rows = built.golden["rows"][:1]
     response = httpx.post(
@@ -280,20 +196,11 @@ def test_request_id_is_echoed_or_generated(server: Server, built: Built) -> None
     assert any(request_id in json.dumps(r) for r in records)
 
 
-def test_metadata_is_the_public_part_of_the_model_card(server: Server, built: Built) -> None:
+def test_metadata_is_the_public_part_of_the_model_card(server: ServeProcess, built: Built) -> None:
     response = httpx.get(f"{server.url}/metadata")
     assert response.status_code == 200
     served = response.json()
-    assert set(served) == {
-        "name",
-        "model_version",
-        "nb2prod_version",
-        "trained_at",
-        "metrics",
-        "output",
-        "notebook",
-        "input_schema",
-    }
+    assert set(served) == PUBLIC_CARD_FIELDS
     for field in ("name", "model_version", "metrics", "trained_at"):
         assert served[field] == built.card[field], field
     names = [column["name"] for column in built.card["input_schema"]["columns"]]
@@ -301,14 +208,14 @@ def test_metadata_is_the_public_part_of_the_model_card(server: Server, built: Bu
     assert not Path(served["notebook"]["path"]).is_absolute()
 
 
-def test_metrics_count_requests(server: Server, built: Built) -> None:
+def test_metrics_count_requests(server: ServeProcess, built: Built) -> None:
     httpx.post(f"{server.url}/predict", json={"instances": built.golden["rows"][:1]})
     response = httpx.get(f"{server.url}/metrics")
     assert response.status_code == 200
     assert "nb2prod_requests_total" in response.text
 
 
-def test_openapi_types_every_input_column(server: Server, built: Built) -> None:
+def test_openapi_types_every_input_column(server: ServeProcess, built: Built) -> None:
     schema = httpx.get(f"{server.url}/openapi.json").json()
     text = json.dumps(schema)
     for column in built.card["input_schema"]["columns"]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,24 +27,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import PUBLIC_CARD_FIELDS, REPO_DIR, ServeProcess, build_example, example_notebook
 from sklearn.datasets import load_diabetes
 from sklearn.model_selection import train_test_split
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-NOTEBOOK = REPO / "example_notebooks" / "diabetes_regression.ipynb"
+REPO = REPO_DIR
+NOTEBOOK = example_notebook("diabetes_regression")
 TOKEN = "admin-token-for-tests"  # noqa: S105 - a test value
-ALLOWED_FIELDS = {
-    "name",
-    "model_version",
-    "nb2prod_version",
-    "trained_at",
-    "metrics",
-    "output",
-    "notebook",
-    "input_schema",
-}
+ALLOWED_FIELDS = PUBLIC_CARD_FIELDS
 
 
 def x_train() -> pd.DataFrame:
@@ -59,51 +50,24 @@ def x_train() -> pd.DataFrame:
     return frame
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("exposure") / "build"
-    command = [sys.executable, "-m", "nb2prod", "build", str(NOTEBOOK), "--no-docker", "-q"]
-    subprocess.run([*command, "-o", str(out)], check=True, capture_output=True, timeout=600)
+    build_example(NOTEBOOK.stem, out, "--no-docker", "-q")
     return out
 
 
-class Served:
-    """`nb2prod serve DIR` in a subprocess on a free loopback port, with extra environment."""
+class Served(ServeProcess):
+    """`nb2prod serve DIR` (helpers.ServeProcess) with extra environment and a client; started
+    without waiting, so that a test can watch a service that must refuse to start."""
 
     def __init__(self, build_dir: Path, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        self._log = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "nb2prod", "serve", str(build_dir), "--port", str(self.port)],
-            env={**os.environ, "LOG_LEVEL": "WARNING", **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
+        super().__init__(build_dir, log, env={"LOG_LEVEL": "WARNING", **env}, wait=False)
+        self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def wait_ready(self) -> Served:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"the service did not become ready:\n{self.log.read_text()}")
-
-    def rss_bytes(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(line.split()[1]) * 1024
+        self.wait_until_ready()
+        return self
 
     def metric(self, name: str, labels: str = "") -> float:
         for line in self.client.get("/metrics").text.splitlines():
@@ -113,13 +77,7 @@ class Served:
 
     def close(self) -> None:
         self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self._log.close()
+        super().close()
 
 
 @pytest.fixture

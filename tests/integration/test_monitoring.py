@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,14 +23,13 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import CliResult, ServeProcess, build_example, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.model_selection import train_test_split
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "example_notebooks"
 DRIFT_EXIT_CODE = 12
 WINDOW = 1000
 
@@ -70,56 +67,17 @@ def sample_rows(frame: pd.DataFrame, n: int, seed: int) -> list[dict[str, Any]]:
 # --- a served build, a webhook receiver, promtool ------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def build(notebook: str, out: Path) -> Path:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nb2prod",
-            "build",
-            str(EXAMPLES / f"{notebook}.ipynb"),
-            "--no-docker",
-            "-q",
-            "-o",
-            str(out),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    build_example(notebook, out, "--no-docker", "-q")
     return out
 
 
-class Served:
-    """`nb2prod serve DIR` in a subprocess, on a free loopback port."""
+class Served(ServeProcess):
+    """`nb2prod serve DIR` (helpers.ServeProcess) with a client and the monitoring reads."""
 
     def __init__(self, build_dir: Path, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "nb2prod", "serve", str(build_dir), "--port", str(self.port)],
-            env={**os.environ, "LOG_LEVEL": "WARNING", **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(build_dir, log, env={"LOG_LEVEL": "WARNING", **env})
         self.client = httpx.Client(base_url=self.url, timeout=30)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, log.read_text()
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"the service did not become ready:\n{log.read_text()}")
 
     def predict(self, rows: list[dict[str, Any]]) -> httpx.Response:
         response = self.client.post("/predict", json={"instances": rows})
@@ -141,19 +99,9 @@ class Served:
         }
         return text, samples
 
-    def rss_bytes(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(line.split()[1]) * 1024
-
     def close(self) -> None:
         self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
+        super().close()
 
 
 class WebhookReceiver:
@@ -214,13 +162,9 @@ def assert_promtool_clean(exposition: str) -> None:
     )
 
 
-def nb2prod_monitor(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nb2prod", "monitor", url, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def nb2prod_monitor(url: str, *args: str) -> CliResult:
+    """``nb2prod monitor URL ARGS`` in process: exit code and output are what the tests read."""
+    return run_cli("monitor", url, *args)
 
 
 def wait_for(condition: Any, timeout: float = 15.0) -> None:
