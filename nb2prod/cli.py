@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +22,14 @@ import click
 from . import __version__, pipeline
 from .build.notebook import parse_parameter
 from .builddir import BuildDir
-from .errors import EXIT_CODES, ConfigError, DriftDetected, Nb2ProdError
+from .errors import (
+    EXIT_CODES,
+    INTERRUPTED_EXIT_CODE,
+    ConfigError,
+    DriftDetected,
+    Nb2ProdError,
+    Terminated,
+)
 from .models import (
     BuildOptions,
     CloudRunDeployment,
@@ -32,7 +42,7 @@ from .models import (
 _STATE = {"debug": False}
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
-    f"  {code:>2}  {what}" for what, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1])
+    f"  {code:>3}  {what}" for what, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1])
 )
 
 
@@ -140,6 +150,12 @@ def generate(
     "matching the Python that runs nb2prod.",
 )
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Extra image tag. Repeatable.")
+@click.option(
+    "--train-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop training that runs longer than this (exit 5). Default: no limit.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Only errors and the final summary.")
 @click.option(
     "--json",
@@ -163,6 +179,7 @@ def build(
     train_on_host: bool,
     base_image: str | None,
     tags: tuple[str, ...],
+    train_timeout: float | None,
     quiet: bool,
     json_path: Path | None,
     junit_path: Path | None,
@@ -180,7 +197,9 @@ def build(
       5. smoke-test the container: readiness on $PORT, golden parity over
          HTTP, typed 422, /metrics, /healthz, graceful SIGTERM
     With --no-docker, steps 4-5 are skipped (and training runs here).
-    DIR appears only when steps 1-3 passed.
+    DIR appears (or replaces the previous build) only when every step
+    passed: a failed step leaves the last good build as it was, and
+    nb2prod never deletes a file it did not write there.
     """
     options = BuildOptions(
         notebook=notebook,
@@ -195,6 +214,7 @@ def build(
         quiet=quiet,
         json_path=json_path,
         junit_path=junit_path,
+        train_timeout=train_timeout,
     )
     result = pipeline.build(options, progress=None if quiet else _say)
     card = result.artifact.card
@@ -595,8 +615,41 @@ def _describe(spec: NotebookSpec) -> str:
     return "\n".join(lines)
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    # A second SIGTERM must not cut the cleanup the first one started short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While nb2prod runs, SIGTERM raises Terminated (so every ``finally`` cleans up)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(err: BaseException) -> None:
+    """Exit 130 after Ctrl-C, 143 after SIGTERM, with one line saying which."""
+    if isinstance(err, Terminated):
+        click.echo("Terminated.", err=True)
+        sys.exit(Terminated.exit_code)
+    click.echo("Interrupted.", err=True)
+    sys.exit(INTERRUPTED_EXIT_CODE)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map errors to exit codes."""
+    with _sigterm_unwinds():
+        _run(argv)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="nb2prod", standalone_mode=False)
     except Nb2ProdError as err:
@@ -607,16 +660,16 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(f"Hint: {err.hint}", err=True)
         sys.exit(err.exit_code)
     except click.exceptions.Abort as err:
-        # click turns Ctrl-C inside a command into Abort; shells read 130 as "SIGINT".
-        interrupted = isinstance(err.__cause__, KeyboardInterrupt)
-        click.echo("Interrupted." if interrupted else "Aborted.", err=True)
-        sys.exit(130 if interrupted else 1)
+        # click turns Ctrl-C (and Terminated) inside a command into Abort.
+        if isinstance(err.__cause__, KeyboardInterrupt):
+            _interrupted(err.__cause__)
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        _interrupted(err)
     except Exception as err:  # a bug in nb2prod: still one line unless --debug
         if _STATE["debug"]:
             raise

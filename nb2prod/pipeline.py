@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 from .build import notebook, output, render, requirements
 from .build import plan as build_plan
 from .builddir import BuildDir
-from .engine import Engine, connect
+from .engine import (
+    Engine,
+    connect,
+    discard_image,
+    remove_abandoned_containers,
+    remove_run_containers,
+)
 from .models import (
     BuildContext,
     BuildOptions,
@@ -58,7 +64,9 @@ def _analyse(
     """Read the notebook, plan its serving and pin its imports: once per command."""
     spec = notebook.read_notebook(path, parameters)
     plan = build_plan.serving_plan(spec)  # the serving shape problems check must catch too
-    return spec, plan, requirements.resolve_requirements(spec)
+    notices: list[str] = []
+    pins = requirements.resolve_requirements(spec, notices)
+    return replace(spec, notices=(*spec.notices, *notices)), plan, pins
 
 
 def default_output(spec: NotebookSpec) -> Path:
@@ -85,108 +93,164 @@ def generate(
 def build(options: BuildOptions, progress: Progress | None = None) -> BuildResult:
     """Generate, train, verify parity in process, then (with Docker) build and smoke-test.
 
-    The build directory appears only once training and the parity check passed.
-    With Docker, training runs in a container from the serving image's base and
-    pins (unless ``train_on_host``), and the image must pass the smoke checks.
+    Everything happens in a staging directory: the build directory appears (or
+    replaces the previous one) only once every step asked for has passed, so a
+    failed image build or smoke test leaves the last good build as it was. With
+    Docker, training runs in a container from the serving image's base and pins
+    (unless ``train_on_host``), and the image must pass the smoke checks.
     """
     say = progress or _quiet
-    stream = None if options.quiet else progress
-    timings: dict[str, float] = {}
-    steps = 5 if options.docker else 3
-
-    @contextmanager
-    def timed(stage: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            timings[stage] = round(time.perf_counter() - started, 3)
-
-    with timed("check"):
+    steps = _Steps(options, say, None if options.quiet else progress)
+    with steps.timed("check"):
         spec, plan, pins = _analyse(options.notebook, options.parameters)
     for notice in spec.notices:
         say(f"notice: {notice}")
     engine = connect() if options.docker else None  # fail before training when there is none
+    if engine is not None and remove_abandoned_containers(engine):
+        say("notice: removed containers left by an nb2prod run that was killed")
     target = (options.output or default_output(spec)).resolve()
-    in_container = options.docker and not options.train_on_host
     inputs = output.notebook_inputs(spec)
-    with output.staged_directory(target, options.force, inputs, notify=say) as staging:
-        with timed("generate"):
-            staged = render.render_context(
-                spec, plan, pins, staging, options.template, final=target
-            )
-        say(f"[1/{steps}] generated build context for {spec.path.name}")
-        where = "in a container built from the image's pins" if in_container else "on this host"
-        say(f"[2/{steps}] training {where} (python train.py, fresh process)")
-        with timed("train"):
-            from .train import load_artifact, train
-
-            artifact = train(
-                staged,
-                stream,
-                engine=engine if in_container else None,
-                base_image=options.base_image,
-            )
-        with timed("parity"):
-            from .ship import verify
-
-            parity = verify.verify_in_process(artifact)
-        say(
-            f"[3/{steps}] parity: the generated service reproduces all {parity.rows} golden "
-            "predictions"
-        )
-    context = BuildContext(path=target, spec=spec, requirements=staged.requirements)
-    artifact = load_artifact(context, artifact.seconds)
-    result = BuildResult(context=context, artifact=artifact, parity=parity, timings=timings)
+    previous = _image_names(target) if engine is not None else None
+    try:
+        with output.staged_directory(target, options.force, inputs, notify=say) as staging:
+            result = steps.train_and_verify(spec, plan, pins, staging, target, engine)
+            if engine is not None:
+                result = steps.build_and_smoke(result, engine, target)
+    finally:
+        if engine is not None:  # Ctrl-C or SIGTERM while a container was being started
+            remove_run_containers(engine)
+    if engine is not None and previous and result.image and result.image.image_id != previous[0]:
+        # The build dir that used it is gone: a rebuild must not leave one more image behind.
+        if discard_image(engine, *previous):
+            say(f"      removed the previous build's image {', '.join(previous[1]) or previous[0]}")
+    result = _moved_to(result, target)
     if engine is None:
-        _write_reports(options, result)
-        return result
-    return _build_and_smoke(options, result, engine, say, stream, timed)
-
-
-def _build_and_smoke(
-    options: BuildOptions,
-    result: BuildResult,
-    engine: Engine,
-    say: Progress,
-    stream: Progress | None,
-    timed: Callable[[str], AbstractContextManager[None]],
-) -> BuildResult:
-    from .ship import image, smoke
-
-    target = result.context.path
-    say("[4/5] building the image")
-    with timed("image"):
-        built = image.build_image(
-            target,
-            tags=options.tags,
-            base_image=options.base_image,
-            quiet=options.quiet,
-            progress=stream,
-            engine=engine,
-        )
-    result = replace(result, image=built)
-    say(f"      {', '.join(built.tags)} ({built.size_bytes / 1e6:.0f} MB)")
-    say("[5/5] smoke-testing the container")
-    with timed("smoke"):
-        report = smoke.run_smoke_checks(
-            built.tags[0],
-            result.artifact.card,
-            result.artifact.golden,
-            engine=engine,
-            progress=stream,
-        )
-    result = replace(result, smoke=report)
-    BuildDir(target).write_smoke(smoke.report_to_dict(report))
-    _write_reports(options, result)
-    smoke.raise_for_report(report, built.tags[0])
+        _write_reports(options, result, target)
     return result
 
 
-def _write_reports(options: BuildOptions, result: BuildResult) -> None:
+class _Steps:
+    """The build's steps after the analysis, numbered as ``build --help`` shows them."""
+
+    def __init__(self, options: BuildOptions, say: Progress, stream: Progress | None) -> None:
+        self.options, self.say, self.stream = options, say, stream
+        self.timings: dict[str, float] = {}  # shared with every BuildResult made here
+        self.count = 5 if options.docker else 3
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Record how long ``stage`` took, in seconds, for ``--json``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = round(time.perf_counter() - started, 3)
+
+    def train_and_verify(
+        self,
+        spec: NotebookSpec,
+        plan: ServingPlan,
+        pins: tuple[Requirement, ...],
+        staging: Path,
+        target: Path,
+        engine: Engine | None,
+    ) -> BuildResult:
+        """Steps 1-3: render into ``staging``, train, and check parity in process."""
+        options, n = self.options, self.count
+        in_container = engine is not None and not options.train_on_host
+        with self.timed("generate"):
+            staged = render.render_context(
+                spec, plan, pins, staging, options.template, final=target
+            )
+        self.say(f"[1/{n}] generated build context for {spec.path.name}")
+        where = "in a container built from the image's pins" if in_container else "on this host"
+        self.say(f"[2/{n}] training {where} (python train.py, fresh process)")
+        with self.timed("train"):
+            from .train import train
+
+            artifact = train(
+                staged,
+                self.stream,
+                engine=engine if in_container else None,
+                base_image=options.base_image,
+                timeout=options.train_timeout,
+            )
+        with self.timed("parity"):
+            from .ship import verify
+
+            parity = verify.verify_in_process(artifact)
+        self.say(
+            f"[3/{n}] parity: the generated service reproduces all {parity.rows} golden predictions"
+        )
+        return BuildResult(context=staged, artifact=artifact, parity=parity, timings=self.timings)
+
+    def build_and_smoke(self, result: BuildResult, engine: Engine, target: Path) -> BuildResult:
+        """Steps 4-5: the image from the staged directory, then the container's smoke test."""
+        from .ship import image, smoke
+
+        staging = result.context.path
+        self.say("[4/5] building the image")
+        with self.timed("image"):
+            built = image.build_image(
+                staging,
+                tags=self.options.tags,
+                base_image=self.options.base_image,
+                quiet=self.options.quiet,
+                progress=self.stream,
+                engine=engine,
+            )
+        result = replace(result, image=built)
+        self.say(f"      {', '.join(built.tags)} ({built.size_bytes / 1e6:.0f} MB)")
+        self.say("[5/5] smoke-testing the container")
+        with self.timed("smoke"):
+            report = smoke.run_smoke_checks(
+                built.tags[0],
+                result.artifact.card,
+                result.artifact.golden,
+                engine=engine,
+                progress=self.stream,
+            )
+        result = replace(result, smoke=report)
+        BuildDir(staging).write_smoke(smoke.report_to_dict(report))
+        _write_reports(self.options, result, target)
+        smoke.raise_for_report(report, built.tags[0])
+        return result
+
+
+def _image_names(build_dir: Path) -> tuple[str, list[str]] | None:
+    """(id, names) of the image an existing build dir records, pushed names included."""
+    from .errors import ConfigError
+
+    records = BuildDir(build_dir)
+    try:
+        built, pushed = records.image(), records.push()
+    except ConfigError:  # an unreadable record: nothing nb2prod can safely remove
+        return None
+    if built is None:
+        return None
+    names = list(built.tags)
+    if pushed is not None and pushed.image_id == built.image_id:
+        names.append(f"{pushed.repository}:{pushed.tag}")
+    return built.image_id, names
+
+
+def _moved_to(result: BuildResult, target: Path) -> BuildResult:
+    """The same result, its paths pointing into ``target`` now that the staging dir moved."""
+    from .train import load_artifact
+
+    context = replace(result.context, path=target)
+    artifact = load_artifact(context, result.artifact.seconds)
+    built = result.image
+    if built is not None:
+        built = replace(built, log_path=BuildDir(target).record(built.log_path.name))
+    return replace(result, context=context, artifact=artifact, image=built)
+
+
+def _write_reports(options: BuildOptions, result: BuildResult, build_dir: Path) -> None:
     """--json and --junit: written before a failing smoke report is raised, for CI."""
     if options.json_path is not None:
-        options.json_path.write_text(json.dumps(summary(result), indent=2) + "\n")
+        data = {**summary(result), "build_dir": str(build_dir)}
+        options.json_path.write_text(json.dumps(data, indent=2) + "\n")
     if options.junit_path is not None and result.smoke is not None:
         from .ship import smoke
 

@@ -16,6 +16,7 @@ target is checked:
 from __future__ import annotations
 
 import ast
+import glob
 import hashlib
 import json
 import shutil
@@ -26,13 +27,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..builddir import BUILD_RECORD, RECORDS_DIR, BuildDir
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError, Nb2ProdError, OutputExistsError
 from ..models import NotebookSpec
+from ..ownership import is_alive, owner_token
 
 #: Files deploy writes into a build dir after the build; each starts with this header.
 _DEPLOY_OUTPUTS = ("service.yaml", "k8s/")
 _DEPLOY_HEADER = b"# Written by nb2prod"
 _LISTED = 5  # how many offending files a message names
+#: In a staging holder: the owner token of the run that made it.
+_OWNER_FILE = ".owner"
 #: Caches that tools (Python, pytest, ruff) write into any folder they run in: not the
 #: user's work, so neither recorded nor protected.
 _CACHES = frozenset({"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache"})
@@ -179,6 +183,39 @@ def _keep_edited(target: Path, edited: tuple[str, ...]) -> Path | None:
     return backup
 
 
+def _keep_logs(staging: Path, err: Nb2ProdError) -> None:
+    """A failed build leaves no directory; its logs move to a temporary folder the error names."""
+    records = BuildDir(staging).records_dir
+    logs = sorted(records.glob("*.log")) if records.is_dir() else []
+    if not logs:
+        return
+    kept = Path(tempfile.mkdtemp(prefix=f"nb2prod-{staging.name}-failed-"))
+    for log in logs:
+        shutil.copy2(log, kept / log.name)
+    err.message = err.message.replace(str(records), str(kept))
+    hint = (err.hint or "").replace(str(records), str(kept))
+    err.hint = hint if str(kept) in hint else f"{hint} Logs: {kept}".strip()
+
+
+def remove_abandoned_staging(target: Path) -> list[Path]:
+    """Remove the staging holders beside ``target`` whose run died without cleaning up.
+
+    Only holders that name their owner (``.owner``) and whose owner no longer runs are
+    removed: a build running right now, or a folder nb2prod did not make, is left alone.
+    """
+    removed = []
+    for holder in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        owner = holder / _OWNER_FILE
+        try:
+            token = owner.read_text().strip() if owner.is_file() else ""
+        except OSError:
+            continue
+        if token and not is_alive(token):
+            shutil.rmtree(holder, ignore_errors=True)
+            removed.append(holder)
+    return removed
+
+
 @contextmanager
 def staged_directory(
     target: Path,
@@ -196,7 +233,10 @@ def staged_directory(
     edited = check_target(target, force, inputs)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_staging(target)
         holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        # Names this process, so that if it is killed outright the next run can clean up.
+        (holder / _OWNER_FILE).write_text(owner_token() + "\n")
     except OSError as err:
         raise ConfigError(
             f"cannot write the build directory in {target.parent}: {err.strerror or err}",
@@ -206,7 +246,11 @@ def staged_directory(
     # files (the notebook's folder) stay right after the rename.
     staging = holder / target.name
     try:
-        yield staging
+        try:
+            yield staging
+        except Nb2ProdError as err:
+            _keep_logs(staging, err)
+            raise
         if not staging.is_dir():
             return
         if BuildDir(staging).build_record_path.is_file():

@@ -121,3 +121,35 @@ def test_an_unwritable_output_location_is_one_clear_error(project: Path, tmp_pat
     assert result.returncode == 2 and len(result.error_lines) == 1, result.stderr
     assert "cannot write the build directory" in result.error_lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.docker
+def test_a_failed_image_build_leaves_the_last_good_build_untouched(
+    project: Path, tmp_path: Path, docker_engine: object
+) -> None:
+    """Exit 8 from the image step used to leave an untested model under the old name."""
+    out = tmp_path / "out"
+    first = run_cli("build", project / "nb.ipynb", "-o", out, "--train-on-host")
+    assert first.returncode == 0, first.stderr
+    assert (out / ".nb2prod" / "image.json").is_file()
+    assert (out / ".nb2prod" / "smoke.json").is_file()
+    before = _snapshot(out)
+
+    # Change the model, then fail the image step: the base image does not exist locally.
+    data = project / "data.csv"
+    data.write_text(data.read_text().replace("\n0,", "\n6,", 3))
+    failed = run_cli(
+        "build",
+        project / "nb.ipynb",
+        "-o",
+        out,
+        "--train-on-host",
+        "--base-image",
+        "nb2prod-test/no-such-base:1",
+    )
+    assert failed.returncode == 8, failed.stderr
+    assert len(failed.error_lines) == 1 and "Traceback" not in failed.stderr
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    logs = [word for word in failed.stderr.split() if "nb2prod-out-failed-" in word]
+    assert logs and Path(logs[0].rstrip(".")).exists(), failed.stderr
