@@ -1,8 +1,8 @@
 """Refuse to bake a secret: a parameter whose name says password, token, secret or key.
 
-Parameters are literals that nb2prod writes into the build directory (spec.json,
-parameters.json), the model card and the generated serving code, so they end up in
-every image built from it. A password typed into the parameters cell would ship with
+Parameters are literals that nb2prod writes into the build directory (build.json),
+the model card and the generated serving code, so they end up in every image built
+from it. A password typed into the parameters cell would ship with
 the model. Reading it from the environment at run time keeps it out: such reads are
 not literals, so they never reach this check.
 """

@@ -1,7 +1,7 @@
 """`nb2prod check` refuses to bake a secret-looking parameter, through the real CLI.
 
-A literal password in the parameters cell would be written into spec.json, parameters.json,
-the model card and the image. Reading it from the environment at run time is accepted.
+A literal password in the parameters cell would be written into build.json, the model card
+and the image. Reading it from the environment at run time is accepted.
 """
 
 from __future__ import annotations
