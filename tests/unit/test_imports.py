@@ -25,6 +25,7 @@ SHARED_MODULES = {
     "nb2prod.builddir",
     "nb2prod.engine",
     "nb2prod.naming",
+    "nb2prod.ownership",
 }
 #: Not stages: the package entry points that string the stages together.
 ORCHESTRATION = {"nb2prod.pipeline", "nb2prod.cli", "nb2prod.__main__"}

@@ -1,0 +1,64 @@
+"""Owner tokens: what tells a leftover of a killed run from one of a run still going."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from nb2prod.build.output import remove_abandoned_staging
+from nb2prod.ownership import is_alive, owner_token
+
+
+def finished_pid() -> int:
+    """The pid of a process that has already exited."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def test_this_process_is_alive_and_a_finished_one_is_not() -> None:
+    assert owner_token().split(":")[:2] == [socket.gethostname(), str(os.getpid())]
+    assert is_alive(owner_token())
+    assert not is_alive(f"{socket.gethostname()}:{finished_pid()}:")
+
+
+def test_a_reused_pid_is_not_the_owner() -> None:
+    host, pid, started = owner_token().split(":")
+    assert started, "Linux's /proc gives every process a start time"
+    assert not is_alive(f"{host}:{pid}:{int(started) - 1}")
+
+
+def test_another_hosts_or_an_unreadable_token_counts_as_alive() -> None:
+    assert is_alive(f"not-{socket.gethostname()}:{finished_pid()}:1")
+    assert is_alive("garbage")
+
+
+def test_only_abandoned_staging_holders_are_removed(tmp_path: Path) -> None:
+    target = tmp_path / "build" / "nb"
+    target.parent.mkdir()
+    dead, running, unmarked, other = (
+        target.parent / ".nb.dead1",
+        target.parent / ".nb.live1",
+        target.parent / ".nb.nomark",
+        target.parent / ".nbx.dead2",
+    )
+    for holder, token in [
+        (dead, f"{socket.gethostname()}:{finished_pid()}:"),
+        (running, owner_token()),
+        (unmarked, None),
+        (other, f"{socket.gethostname()}:{finished_pid()}:"),
+    ]:
+        (holder / "nb").mkdir(parents=True)
+        if token is not None:
+            (holder / ".owner").write_text(token + "\n")
+
+    assert remove_abandoned_staging(target) == [dead]
+    assert not dead.exists()
+    assert running.is_dir() and unmarked.is_dir() and other.is_dir()
