@@ -8,20 +8,25 @@ must answer a ping, otherwise the error names ``DOCKER_HOST`` and ``--no-docker`
 
 ``build_logged`` runs a build through any ``Engine`` the way both images (serving and
 training) need it: every line in a log file, step lines as progress, and a failure as one
-ImageBuildError naming the failing step. The three stay in one module, a little over 400
-lines, so that the whole Docker seam is one file to read.
+ImageBuildError naming the failing step. Every container carries ``run_labels()``, so what a
+run started is removed when it ends (``remove_run_containers``) or, if it was killed
+outright, by the next run (``remove_abandoned_containers``); ``discard_image`` removes an
+image a rebuild replaced. They stay in one module, about 500 lines, so that the whole
+Docker seam is one file to read.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import DockerUnavailableError, ImageBuildError
+from .ownership import is_alive, owner_token
 
 Progress = Callable[[str], None]
 
@@ -31,6 +36,11 @@ TAIL_LINES = 15
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 #: A step line of the classic builder's output.
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+#: Labels on every container nb2prod starts: this run, and the process that owns it.
+RUN_LABEL = "io.nb2prod.run"
+OWNER_LABEL = "io.nb2prod.owner"
+#: This process's run: its containers are removed when it ends, however it ends.
+RUN_ID = uuid.uuid4().hex[:16]
 
 
 class EngineError(Exception):
@@ -46,6 +56,8 @@ class ImageInfo:
 
     id: str
     size_bytes: int
+    #: Its ``repo:tag`` names; none when it is dangling.
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,7 +152,23 @@ class Engine(Protocol):
         ...
 
     def start(self, spec: ContainerSpec) -> Container:
-        """Start a container detached."""
+        """Start a container detached; it carries ``run_labels()`` besides its own."""
+        ...
+
+    def labelled_containers(self, label: str) -> dict[str, dict[str, str]]:
+        """Every container (running or not) with the label ``label``: id -> its labels."""
+        ...
+
+    def remove_container(self, container_id: str) -> None:
+        """Stop and remove a container; nothing when it is already gone."""
+        ...
+
+    def remove_image(self, ref: str) -> bool:
+        """Remove an image name (or an untagged image by id); False when Docker refuses.
+
+        Docker removes the image once its last name goes, with the untagged layers under it;
+        it refuses while a container uses the image.
+        """
         ...
 
 
@@ -223,7 +251,11 @@ class DockerSDKEngine:
             attrs = self.client.api.inspect_image(ref)
         except docker.errors.ImageNotFound:
             return None
-        return ImageInfo(id=str(attrs["Id"]), size_bytes=int(attrs["Size"]))
+        return ImageInfo(
+            id=str(attrs["Id"]),
+            size_bytes=int(attrs["Size"]),
+            tags=tuple(attrs.get("RepoTags") or ()),
+        )
 
     def tag(self, image: str, ref: str) -> None:
         """Add the tag ``ref`` to an image."""
@@ -268,7 +300,7 @@ class DockerSDKEngine:
         options: dict[str, Any] = {
             "detach": True,
             "environment": dict(spec.environment),
-            "labels": dict(spec.labels),
+            "labels": {**spec.labels, **run_labels()},
             "read_only": spec.read_only,
             # None as the host port: the engine picks a free one
             "ports": {f"{port}/tcp": ("127.0.0.1", None) for port in spec.publish},
@@ -289,6 +321,39 @@ class DockerSDKEngine:
             return _SDKContainer(self.client.containers.run(spec.image, **options))
         except docker.errors.DockerException as err:
             raise EngineError(str(getattr(err, "explanation", None) or err)) from err
+
+    def labelled_containers(self, label: str) -> dict[str, dict[str, str]]:
+        """``docker ps -a --filter label=LABEL``."""
+        import docker.errors
+
+        try:
+            found = self.client.api.containers(all=True, filters={"label": label})
+        except docker.errors.DockerException as err:
+            raise EngineError(f"listing containers failed: {err}") from err
+        return {str(c["Id"]): dict(c.get("Labels") or {}) for c in found}
+
+    def remove_container(self, container_id: str) -> None:
+        """``docker rm -f``; a container already gone is not an error."""
+        import docker.errors
+
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as err:
+            raise EngineError(f"removing container {container_id[:12]} failed: {err}") from err
+
+    def remove_image(self, ref: str) -> bool:
+        """``docker rmi REF`` without force, so an image a container uses stays."""
+        import docker.errors
+
+        try:
+            self.client.api.remove_image(ref)
+        except docker.errors.NotFound:
+            return True
+        except docker.errors.DockerException:
+            return False
+        return True
 
 
 class _SDKContainer:
@@ -332,6 +397,50 @@ class _SDKContainer:
             self.container.remove(force=True)
         except docker.errors.NotFound:  # already gone: nothing left to clean up
             pass
+
+
+def run_labels() -> dict[str, str]:
+    """The labels that tie a container to this run and to the process that started it."""
+    return {RUN_LABEL: RUN_ID, OWNER_LABEL: owner_token()}
+
+
+def remove_run_containers(engine: Engine) -> int:
+    """Remove every container this run started that is still there; how many there were.
+
+    Each stage removes its own container in ``finally``; this catches one whose start was
+    interrupted before the stage had a handle on it.
+    """
+    leftovers = engine.labelled_containers(f"{RUN_LABEL}={RUN_ID}")
+    for container_id in leftovers:
+        engine.remove_container(container_id)
+    return len(leftovers)
+
+
+def remove_abandoned_containers(engine: Engine) -> int:
+    """Remove the containers of nb2prod runs that died without cleaning up (e.g. SIGKILL)."""
+    removed = 0
+    for container_id, labels in engine.labelled_containers(OWNER_LABEL).items():
+        if not is_alive(labels.get(OWNER_LABEL, "")):
+            engine.remove_container(container_id)
+            removed += 1
+    return removed
+
+
+def discard_image(engine: Engine, image_id: str, names: Iterable[str] = ()) -> bool:
+    """Remove an image nb2prod built and no longer uses; True when it is gone.
+
+    Only ``names`` that still point at ``image_id`` are removed (a name moved on to a newer
+    image stays), then the image itself if that left it without a name. An image with
+    names nb2prod did not give it (the user's own tags), or in use by a container, stays.
+    """
+    for name in names:
+        info = engine.inspect_image(name)
+        if info is not None and info.id == image_id:
+            engine.remove_image(name)
+    info = engine.inspect_image(image_id)
+    if info is None:
+        return True
+    return not info.tags and engine.remove_image(image_id)
 
 
 def split_ref(ref: str) -> tuple[str, str]:

@@ -107,6 +107,19 @@ class MissingExtraError(Nb2ProdError):
         self.extra = extra
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when nb2prod receives SIGTERM.
+
+    A KeyboardInterrupt, so it unwinds as Ctrl-C does: through every ``finally`` (the
+    staging directory, the containers of the run) and past every ``except Exception``.
+    """
+
+    exit_code = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
+
+
+#: Exit code after Ctrl-C (SIGINT): 128 + 2, as a shell reports it.
+INTERRUPTED_EXIT_CODE = 130
+
 #: Exit code of ``nb2prod monitor`` when drift is detected (not an error, a verdict).
 DRIFT_EXIT_CODE = 12
 
@@ -132,4 +145,6 @@ EXIT_CODES: dict[str, int] = {
     "drift detected (monitor)": DRIFT_EXIT_CODE,
     "service unreachable (monitor)": MonitorError.exit_code,
     "optional part not installed (pip install 'nb2prod[EXTRA]')": MissingExtraError.exit_code,
+    "interrupted (Ctrl-C, SIGINT); containers and staging removed": INTERRUPTED_EXIT_CODE,
+    "terminated (SIGTERM); containers and staging removed": Terminated.exit_code,
 }

@@ -122,6 +122,18 @@ class FakeEngine:
             raise EngineError(script.error)
         return script.digest
 
+    def labelled_containers(self, label: str) -> dict[str, dict[str, str]]:
+        self.calls.append(("labelled_containers", {"label": label}))
+        return {}
+
+    def remove_container(self, container_id: str) -> None:
+        self.calls.append(("remove_container", {"container_id": container_id}))
+
+    def remove_image(self, ref: str) -> bool:
+        self.calls.append(("remove_image", {"ref": ref}))
+        self.images.pop(ref, None)
+        return True
+
     def start(self, spec: ContainerSpec) -> FakeContainer:
         self.calls.append(("start", {"spec": spec}))
         scripted = self.containers.pop(0)

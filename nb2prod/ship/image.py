@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..builddir import BuildDir
-from ..engine import STEP, Engine, EngineError, build_logged, connect
+from ..engine import STEP, Engine, EngineError, build_logged, connect, discard_image
 from ..errors import ImageBuildError
 from ..models import ImageRecord, ImageResult
 from ..naming import repository_name
@@ -77,6 +77,9 @@ def build_image(
     all_labels = {**image_labels(card), **(labels or {})}
     engine = engine or connect()
     _make_world_readable(context_dir, IMAGE_PATHS)
+    all_tags = [tag, *(t for t in tags if t != tag)]
+    # What each name pointed at before: an image a name moves away from is left dangling.
+    before = {info.id for name in all_tags if (info := engine.inspect_image(name)) is not None}
     started = time.monotonic()
     log_path = BuildDir(context_dir).record("build.log")
     image_id, base = build_logged(
@@ -90,12 +93,13 @@ def build_image(
         progress=None if quiet else progress,
         no_cache=no_cache,
     )
-    all_tags = [tag, *(t for t in tags if t != tag)]
     try:
         for extra in all_tags[1:]:
             engine.tag(image_id, extra)
     except EngineError as err:
         raise ImageBuildError(f"the image built but could not be tagged: {err}") from err
+    for replaced in before - {image_id}:
+        discard_image(engine, replaced)  # removed only if no name is left on it
     info = engine.inspect_image(image_id)
     if info is None:
         raise ImageBuildError(f"the image {image_id} is gone from the engine right after its build")
