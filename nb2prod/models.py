@@ -160,6 +160,8 @@ class BuildOptions:
     quiet: bool = False
     json_path: Path | None = None
     junit_path: Path | None = None
+    #: Seconds after which training is stopped (TrainingError); None: no limit.
+    train_timeout: float | None = None
 
 
 @dataclass(frozen=True)

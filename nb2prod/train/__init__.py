@@ -21,12 +21,18 @@ def train(
     *,
     engine: Engine | None = None,
     base_image: str | None = None,
+    timeout: float | None = None,
 ) -> TrainedArtifact:
-    """Train the build context: in a container on ``engine`` when given, else on this host."""
+    """Train the build context: in a container on ``engine`` when given, else on this host.
+
+    ``timeout``: seconds after which the run is killed and TrainingError says so.
+    """
     if engine is None:
         from .host import train_on_host
 
-        return train_on_host(context, progress)
+        return train_on_host(context, progress, timeout)
     from .container import train_in_container
 
-    return train_in_container(context, engine, base_image=base_image, progress=progress)
+    return train_in_container(
+        context, engine, base_image=base_image, progress=progress, timeout=timeout
+    )

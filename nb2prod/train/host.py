@@ -15,13 +15,19 @@ from collections import deque
 from collections.abc import Callable
 
 from ..models import BuildContext, TrainedArtifact
-from .outcome import KEPT_LINES, FinishedRun, artifact_of
+from .outcome import KEPT_LINES, FinishedRun, artifact_of, kill_after
 
 Progress = Callable[[str], None]
 
 
-def train_on_host(context: BuildContext, progress: Progress | None = None) -> TrainedArtifact:
-    """Run ``python train.py`` in the build context with this interpreter."""
+def train_on_host(
+    context: BuildContext, progress: Progress | None = None, timeout: float | None = None
+) -> TrainedArtifact:
+    """Run ``python train.py`` in the build context with this interpreter.
+
+    The process is killed after ``timeout`` seconds (TrainingError), and at once when
+    nb2prod itself is interrupted, so it never outlives the build.
+    """
     started = time.perf_counter()
     env = {
         **os.environ,
@@ -45,10 +51,17 @@ def train_on_host(context: BuildContext, progress: Progress | None = None) -> Tr
         # stderr (warnings, tracebacks) is kept for the error message, not streamed.
         drain = threading.Thread(target=lambda: errors.extend(process.stderr or ()), daemon=True)
         drain.start()
-        for line in process.stdout:
-            if progress is not None:
-                progress(line.rstrip("\n"))
-        code = process.wait()
+        with kill_after(timeout, process.kill) as deadline:
+            try:
+                for line in process.stdout:
+                    if progress is not None:
+                        progress(line.rstrip("\n"))
+                code = process.wait()
+            except BaseException:  # Ctrl-C, SIGTERM: Popen's exit would wait for the run
+                process.kill()
+                raise
         drain.join(timeout=10)
     output = [line.rstrip("\n") for line in errors]
-    return artifact_of(FinishedRun(context, code, output, "on this host", started))
+    fired = timeout if deadline.fired.is_set() else None
+    run = FinishedRun(context, code, output, "on this host", started, timed_out_after=fired)
+    return artifact_of(run)

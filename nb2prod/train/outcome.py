@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,38 @@ class FinishedRun:
     started: float
     #: The full output, when it was kept.
     log_path: Path | None = None
+    #: ``--train-timeout`` in seconds, when it fired and killed the run.
+    timed_out_after: float | None = None
+
+
+class Deadline:
+    """Whether a run's ``--train-timeout`` fired (see ``kill_after``)."""
+
+    def __init__(self) -> None:
+        self.fired = threading.Event()
+
+
+@contextmanager
+def kill_after(seconds: float | None, kill: Callable[[], None]) -> Iterator[Deadline]:
+    """Call ``kill`` from a timer thread if the block still runs after ``seconds``.
+
+    ``None`` means no timeout. The timer is cancelled however the block ends.
+    """
+    deadline = Deadline()
+
+    def fire() -> None:
+        deadline.fired.set()
+        kill()
+
+    timer = threading.Timer(seconds, fire) if seconds else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield deadline
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def artifact_of(run: FinishedRun) -> TrainedArtifact:
@@ -56,6 +90,14 @@ def raise_for_failed_run(run: FinishedRun) -> None:
     line, or the last output lines, with the command that reproduces it.
     """
     code = run.exit_code
+    if run.timed_out_after is not None:
+        log = f" Its output so far: {run.log_path}." if run.log_path else ""
+        raise TrainingError(
+            f"training ran longer than --train-timeout {run.timed_out_after:g} s {run.where} "
+            "and was stopped",
+            hint="Raise it (--train-timeout SECONDS), or leave it out for no limit; train on "
+            f"less data while you iterate (-p, a parameters cell).{log}",
+        )
     if code == 0:
         return
     if code == CONTRACT_EXIT_CODE:
