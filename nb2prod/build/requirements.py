@@ -2,13 +2,17 @@
 
 Resolved once per ``check``/``generate``/``build`` from the environment nb2prod runs in
 (the notebook ran there too), and passed to the renderer; the serving image installs
-the subset marked ``serving``.
+the subset marked ``serving``. The images are CPU images: a library with a CPU-only
+build on PyPI is pinned as that build, and no ``nvidia-*`` GPU library is ever pinned.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import sys
+from collections.abc import Iterable
+from dataclasses import replace
 
 from ..errors import ConfigError
 from ..models import SERVING_ROLES, TRAINING_ROLES, NotebookSpec, Requirement
@@ -25,10 +29,20 @@ SERVING_STACK = (
     "scipy",
     "cloudpickle",
 )
+#: Libraries whose PyPI wheel pulls CUDA libraries (nvidia-*) on Linux -> the CPU-only
+#: build of the same version, and the first version that build was published for.
+CPU_BUILDS = {"xgboost": ("xgboost-cpu", (2, 1))}
+#: Libraries with CPU wheels only on their own index: the notice says where (README too).
+CPU_INDEX = {"torch": "https://download.pytorch.org/whl/cpu"}
 
 
-def resolve_requirements(spec: NotebookSpec) -> tuple[Requirement, ...]:
-    """Exact pins for what the included code imports, plus the serving stack."""
+def resolve_requirements(
+    spec: NotebookSpec, notices: list[str] | None = None
+) -> tuple[Requirement, ...]:
+    """Exact pins for what the included code imports, plus the serving stack.
+
+    What was changed for a CPU image is said in ``notices``.
+    """
     installed = importlib.metadata.packages_distributions()
     training_modules = _modules_used(spec, TRAINING_ROLES)
     serving_modules = _modules_used(spec, SERVING_ROLES)
@@ -59,7 +73,43 @@ def resolve_requirements(spec: NotebookSpec) -> tuple[Requirement, ...]:
             add(dist, f"import {module}", module in serving_modules)
     for dist in SERVING_STACK:
         add(dist, "serving stack", True)
-    return tuple(sorted(found.values(), key=lambda r: r.distribution.lower()))
+    pins = cpu_only(found.values(), [] if notices is None else notices)
+    return tuple(sorted(pins, key=lambda r: r.distribution.lower()))
+
+
+def cpu_only(pins: Iterable[Requirement], notices: list[str]) -> list[Requirement]:
+    """The pins for a CPU image: CPU builds where PyPI has them, no ``nvidia-*`` library."""
+    kept = []
+    for pin in pins:
+        name = pin.distribution.lower().replace("_", "-")
+        if name.startswith("nvidia-"):
+            notices.append(
+                f"{pin.distribution} is a CUDA library: left out of the CPU image's requirements"
+            )
+            continue
+        cpu_build, since = CPU_BUILDS.get(name, ("", (0, 0)))
+        if cpu_build and _release(pin.version) >= since:
+            notices.append(
+                f"{pin.distribution}=={pin.version} is pinned as {cpu_build}=={pin.version}, "
+                "its CPU-only build: the same library without the CUDA libraries"
+            )
+            pin = replace(pin, distribution=cpu_build, reason=f"{pin.reason} (CPU build)")
+        elif name in CPU_INDEX and "+cpu" not in (pin.version or ""):
+            notices.append(
+                f"{pin.distribution} from PyPI brings CUDA libraries (nvidia-*) into the "
+                f"image; install its CPU wheels from {CPU_INDEX[name]} (see the README)"
+            )
+        kept.append(pin)
+    return kept
+
+
+def _release(version: str | None) -> tuple[int, ...]:
+    """(major, minor) of a version string; (0, 0) when it has none."""
+    parts = []
+    for part in (version or "").split(".")[:2]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts) or (0, 0)
 
 
 def local_modules(spec: NotebookSpec) -> set[str]:
