@@ -59,10 +59,29 @@ def _column_kind(series: pd.Series) -> str:
     return "string"
 
 
-def _first_example(series: pd.Series) -> Any:
-    """The first non-missing value of a column, as JSON."""
+#: A text value is shown as an example only when at least this many training rows share it.
+_EXAMPLE_MIN_COUNT = 5
+
+
+def _example(series: pd.Series, kind: str) -> Any:
+    """An example value for the OpenAPI docs, as JSON, that is no training row's own value.
+
+    ``/docs`` is public: one record from the training data (a patient, a customer) must
+    not be shown there. Numbers get the median; text the most frequent value when many
+    rows share it (a level, not a person), else a placeholder.
+    """
     non_null = series.dropna()
-    return to_jsonable(non_null.iloc[0]) if len(non_null) else None
+    if not len(non_null):
+        return None
+    if kind in ("number", "integer", "datetime"):
+        median = non_null.sort_values().iloc[len(non_null) // 2]
+        return to_jsonable(median)
+    if kind == "category":
+        return str(series.cat.categories[0])
+    counts = non_null.astype(str).value_counts()
+    if kind == "boolean" or counts.iloc[0] >= _EXAMPLE_MIN_COUNT:
+        return to_jsonable(non_null[non_null.astype(str) == counts.index[0]].iloc[0])
+    return "text"
 
 
 def infer_schema(frame: pd.DataFrame, ignored: list[str]) -> dict[str, Any]:
@@ -89,7 +108,7 @@ def infer_schema(frame: pd.DataFrame, ignored: list[str]) -> dict[str, Any]:
                 levels = sorted(str(value) for value in distinct)
         column["nullable"] = bool(series.isna().any())
         column["levels"] = levels
-        column["example"] = _first_example(series)
+        column["example"] = _example(series, kind)
         columns.append(column)
     return {"columns": columns, "ignored_columns": [str(name) for name in ignored]}
 

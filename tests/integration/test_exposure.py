@@ -170,7 +170,8 @@ def test_metadata_has_no_training_data_no_parameters_and_no_paths(
     # No golden row: the rows the smoke test replays, wherever the build directory keeps them.
     card = json.loads((build_dir / "model" / "model_card.json").read_text())
     golden_file = build_dir / "model" / "golden.json"
-    golden = json.loads(golden_file.read_text()) if golden_file.exists() else card["golden"]
+    assert "golden" not in card
+    golden = json.loads(golden_file.read_text())
     assert len(golden["rows"]) == 8
     for row in golden["rows"]:
         served_numbers = [v for v in row.values() if isinstance(v, float) and v in numbers]
@@ -183,7 +184,16 @@ def test_metadata_has_no_training_data_no_parameters_and_no_paths(
     for field in ("golden", "reference_profile", "parameters", "libraries", "example"):
         assert f'"{field}"' not in text, field
     # The OpenAPI description names the notebook without the build machine's path either.
-    assert str(REPO) not in served.client.get("/openapi.json").text
+    openapi = served.client.get("/openapi.json")
+    assert str(REPO) not in openapi.text
+    # Its examples (shown at /docs, unauthenticated) are medians and shared levels: together
+    # they are no training record, and no string example is a rare (personal) value.
+    properties = openapi.json()["components"]["schemas"]["InputRow"]["properties"]
+    example = {name: prop["examples"][0] for name, prop in properties.items()}
+    as_records = training.astype(object).to_dict(orient="records")
+    assert all(example != record for record in as_records)
+    for name in training.select_dtypes("number").columns:
+        assert example[name] == float(np.sort(training[name].to_numpy())[len(training) // 2])
 
 
 def test_admin_token_guards_metadata_monitoring_and_feedback_only(serve: Any) -> None:

@@ -60,9 +60,18 @@ def test_infer_schema_kinds_levels_and_examples(mixed_frame: pd.DataFrame) -> No
     assert column(schema, "count")["nullable"] is False
     assert column(schema, "count")["levels"] is None
     assert column(schema, "size")["levels"] == ["s", "m", "l"]  # category order kept
-    assert column(schema, "when")["example"] == "2024-01-01T00:00:00"
-    assert column(schema, "ratio")["example"] == 0.5
-    assert column(schema, "flag")["example"] is True
+    # Examples are served at /docs: a median or a shared level, never one row's own value.
+    assert column(schema, "when")["example"] == "2024-02-01T00:00:00"  # upper median of two
+    assert column(schema, "ratio")["example"] == 1.5
+    assert column(schema, "count")["example"] == 2
+    assert column(schema, "flag")["example"] is True  # the most frequent value
+    assert column(schema, "size")["example"] == "s"  # the first category
+    assert column(schema, "city / zone")["example"] == "text"  # no value shared by 5 rows
+
+
+def test_a_text_example_is_a_value_many_rows_share() -> None:
+    frame = pd.DataFrame({"plan": ["basic"] * 6 + ["pro"] * 2 + ["Ada Lovelace"]})
+    assert infer_schema(frame, [])["columns"][0]["example"] == "basic"
 
 
 def test_many_distinct_strings_have_no_levels() -> None:
