@@ -15,6 +15,14 @@ from typing import Any
 from nb2prod.builddir import BuildDir
 from nb2prod.models import ImageRecord, PushRecord
 from nb2prod.runtime.card import CARD_FILE, GOLDEN_FILE, GoldenSet, ModelCard
+from nb2prod.runtime.plan import Bindings, FunctionStep, NoStep, ServingPlan
+
+#: A function-style plan, as training completes it: predict(model, features), no preprocess.
+BASE_PLAN = ServingPlan(
+    preprocess=NoStep(),
+    predict=FunctionStep(cells=(1,), params=("model", "features")),
+    bindings=Bindings(features="features", predict_args=(("model", "model"),), state=("model",)),
+)
 
 #: A small card: two numeric columns and a label output.
 BASE_CARD = ModelCard(
@@ -39,7 +47,7 @@ BASE_CARD = ModelCard(
         "ignored_columns": [],
     },
     output={"kind": "label"},
-    serving={},
+    serving=BASE_PLAN,
 )
 
 

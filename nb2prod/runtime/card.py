@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .plan import PlanError, ServingPlan
 
 __all__ = [
     "BUILD_RECORD",
@@ -70,7 +72,7 @@ class ModelCard:
     data_fingerprint: dict[str, Any]  # sha256, rows, columns of the raw training frame
     input_schema: dict[str, Any]  # {"columns": [...], "ignored_columns": [...]}
     output: dict[str, str]  # {"kind": "label" | "number" | "vector"}
-    serving: dict[str, Any]  # the serving plan as JSON (nb2prod_runtime.plan reads it)
+    serving: ServingPlan  # how serving calls the notebook's code, completed by training
     reference_profile: dict[str, Any] = field(default_factory=dict)  # drift reference
     schema_version: int = CARD_SCHEMA_VERSION
 
@@ -80,8 +82,10 @@ class ModelCard:
         return str(self.output.get("kind", "label"))
 
     def to_json(self) -> dict[str, Any]:
-        """The card as the JSON object written to ``model_card.json``."""
-        return asdict(self)
+        """The card as the JSON object written to ``model_card.json`` (no notebook code)."""
+        data = {spec.name: getattr(self, spec.name) for spec in fields(self)}
+        data["serving"] = self.serving.to_json(source=False)
+        return json.loads(json.dumps(data))  # plain JSON types: no tuples, no dataclasses
 
     @classmethod
     def from_json(cls, data: Any, source: str = CARD_FILE) -> ModelCard:
@@ -110,6 +114,10 @@ class ModelCard:
                 )
         if not isinstance(values["input_schema"].get("columns"), list):
             raise CardError(f"{source}: `input_schema.columns` should be a list. {_REBUILD}")
+        try:
+            values["serving"] = ServingPlan.from_json(values["serving"])
+        except PlanError as err:
+            raise CardError(f"{source}: {err}") from err
         return cls(**values)
 
 
@@ -122,7 +130,6 @@ _FIELD_TYPES: dict[str, type] = {
     "libraries": dict,
     "input_schema": dict,
     "output": dict,
-    "serving": dict,
     "reference_profile": dict,
 }
 _JSON_NAMES = {str: "string", dict: "object", list: "array"}

@@ -16,7 +16,7 @@ import cloudpickle
 import pandas as pd
 
 from .card import CARD_FILE, STATE_FILE, CardError, ModelCard, read_card
-from .plan import Bindings, CellsStep, FunctionStep, NoStep, PlanError, ServingPlan, Step
+from .plan import Bindings, CellsStep, FunctionStep, NoStep, ServingPlan, Step
 from .schema import FrameBuilder, predictions_to_list
 
 __all__ = ["ModelLoadError", "Predictor", "load_card"]
@@ -37,10 +37,7 @@ def load_card(model_dir: Path | str) -> ModelCard:
 def _serving_plan(card: ModelCard, model_dir: Path) -> tuple[ServingPlan, Bindings]:
     """The card's serving plan, completed by training; ModelLoadError when it is not usable."""
     where = model_dir / CARD_FILE
-    try:
-        plan = ServingPlan.from_json(card.serving)
-    except PlanError as err:
-        raise ModelLoadError(f"{where}: {err}") from err
+    plan = card.serving
     if plan.bindings is None:
         raise ModelLoadError(
             f"{where}: the serving plan was never completed by a training run; rebuild the "

@@ -134,7 +134,7 @@ def _save_model(ns: dict[str, Any]) -> None:
         data_fingerprint=fingerprint,
         input_schema=schema,
         output=output,
-        serving=runner.completed_plan().to_json(source=False),
+        serving=runner.completed_plan(),
         reference_profile=_reference_profile(runner, raw, schema, output),
         schema_version=CARD_SCHEMA_VERSION,
     )

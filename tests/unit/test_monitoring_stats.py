@@ -10,6 +10,7 @@ import time
 import tracemalloc
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from fake_build import BASE_PLAN, make_card
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from scipy import stats
@@ -34,6 +36,7 @@ from nb2prod.runtime.monitoring.feedback import (
 from nb2prod.runtime.monitoring.metrics import MonitorMetrics
 from nb2prod.runtime.monitoring.monitor import Monitor, MonitorSettings
 from nb2prod.runtime.monitoring.profile import reference_profile, values_profile
+from nb2prod.runtime.plan import FunctionStep
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient`")
@@ -136,23 +139,13 @@ def synthetic_card(output: str = "label") -> ModelCard:
     predictions: list[Any] = (
         list(np.where(raw["x0"] > 0, "pos", "neg")) if output == "label" else list(raw["x0"] * 2)
     )
-    return ModelCard(
+    return make_card(
         name="synthetic",
-        model_version="v1",
-        nb2prod_version="test",
-        notebook={"path": "synthetic.ipynb", "sha256": ""},
-        trained_in="host",
-        trained_at="2026-01-01T00:00:00Z",
-        training_seconds=0.0,
-        python="3",
-        parameters={},
-        metrics={},
-        seeds={},
-        libraries={},
-        data_fingerprint={},
         input_schema=schema,
         output={"kind": output},
-        serving={"monitor": {"kind": "function"}},
+        serving=replace(
+            BASE_PLAN, monitor=FunctionStep(cells=(9,), params=("inputs", "predictions"))
+        ),
         reference_profile=reference_profile(raw, schema, predictions, output),
     )
 

@@ -167,7 +167,7 @@ def write_build(
         data_fingerprint={"sha256": "0" * 64, "rows": len(frame), "columns": frame.shape[1]},
         input_schema=schema,
         output=output,
-        serving=serving.to_json(source=False),
+        serving=serving,
     )
     golden = GoldenSet(
         rows=to_jsonable(frame.drop(columns="target").iloc[GOLDEN_INDEX]),
@@ -575,9 +575,15 @@ def test_openapi_types_every_column(client: TestClient) -> None:
     assert properties[GRADE]["enum"] == ["low", "high"]
     assert set(row["required"]) == set(properties)
     request = schemas["PredictRequest"]
-    assert request["properties"]["instances"]["anyOf"][0]["items"] == {
-        "$ref": "#/components/schemas/InputRow"
-    }
+    assert request["properties"]["instances"]["items"] == {"$ref": "#/components/schemas/InputRow"}
+    # Exactly one row source, never null: what the endpoint enforces, so generated clients and
+    # schemathesis send what it accepts.
+    assert request["oneOf"] == [
+        {"required": ["instances"]},
+        {"required": ["dataframe_records"]},
+        {"required": ["dataframe_split"]},
+    ]
+    assert request["examples"][0]["instances"][0][NUMERIC[0]] == 5.1
     paths = client.get("/openapi.json").json()["paths"]
     body_ref = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body_ref == {"$ref": "#/components/schemas/PredictRequest"}

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..card import ModelCard
+from ..plan import FunctionStep
 from ..schema import FrameBuilder
 from .alerts import DriftAlerts, WebhookSettings
 from .drift import Thresholds, compare, judge
@@ -173,8 +174,9 @@ class Monitor:
     def _notebook_hook(
         card: ModelCard, model_code: ModuleType | None
     ) -> Callable[[pd.DataFrame, list[Any]], Any] | None:
-        kind = card.serving.get("monitor", {}).get("kind", "none")
-        hook = getattr(model_code, "monitor", None) if kind == "function" else None
+        # Only a `def monitor(inputs, predictions)` is called; script-style cells are not.
+        is_function = isinstance(card.serving.monitor, FunctionStep)
+        hook = getattr(model_code, "monitor", None) if is_function else None
         return hook if callable(hook) else None
 
     # -- the request path ------------------------------------------------------------------
