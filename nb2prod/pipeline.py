@@ -111,14 +111,16 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     target = (options.output or default_output(spec)).resolve()
     inputs = output.notebook_inputs(spec)
     previous = _image_names(target) if engine is not None else None
-    try:
-        with output.staged_directory(target, options.force, inputs, notify=say) as staging:
+    with output.staged_directory(target, options.force, inputs, notify=say) as staging:
+        try:
             result = steps.train_and_verify(spec, plan, pins, staging, target, engine)
             if engine is not None:
                 result = steps.build_and_smoke(result, engine, target)
-    finally:
-        if engine is not None:  # Ctrl-C or SIGTERM while a container was being started
-            remove_run_containers(engine)
+        finally:
+            # A container whose start a Ctrl-C or SIGTERM cut short still starts: remove it
+            # before the staging dir, or Docker recreates its bind-mounted folder there.
+            if engine is not None:
+                remove_run_containers(engine)
     if engine is not None and previous and result.image and result.image.image_id != previous[0]:
         # The build dir that used it is gone: a rebuild must not leave one more image behind.
         if discard_image(engine, *previous):

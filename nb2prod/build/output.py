@@ -200,17 +200,20 @@ def _keep_logs(staging: Path, err: Nb2ProdError) -> None:
 def remove_abandoned_staging(target: Path) -> list[Path]:
     """Remove the staging holders beside ``target`` whose run died without cleaning up.
 
-    Only holders that name their owner (``.owner``) and whose owner no longer runs are
-    removed: a build running right now, or a folder nb2prod did not make, is left alone.
+    Only holders whose owner (``.owner``) no longer runs are removed, and holders with no
+    file left at all (the empty folder Docker recreates for a bind mount whose container
+    started after its run cleaned up): a build running right now, or anything holding a
+    file nb2prod cannot account for, is left alone.
     """
     removed = []
     for holder in target.parent.glob(f".{glob.escape(target.name)}.*"):
         owner = holder / _OWNER_FILE
         try:
             token = owner.read_text().strip() if owner.is_file() else ""
+            empty = not token and holder.is_dir() and not any(_files(holder))
         except OSError:
             continue
-        if token and not is_alive(token):
+        if (token and not is_alive(token)) or empty:
             shutil.rmtree(holder, ignore_errors=True)
             removed.append(holder)
     return removed

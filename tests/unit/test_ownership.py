@@ -42,23 +42,25 @@ def test_another_hosts_or_an_unreadable_token_counts_as_alive() -> None:
 
 def test_only_abandoned_staging_holders_are_removed(tmp_path: Path) -> None:
     target = tmp_path / "build" / "nb"
-    target.parent.mkdir()
-    dead, running, unmarked, other = (
-        target.parent / ".nb.dead1",
-        target.parent / ".nb.live1",
-        target.parent / ".nb.nomark",
-        target.parent / ".nbx.dead2",
-    )
+    dead = target.parent / ".nb.dead1"
+    emptied = target.parent / ".nb.empty1"  # what Docker recreates for a late bind mount
+    running = target.parent / ".nb.live1"
+    unmarked = target.parent / ".nb.nomark"
+    other = target.parent / ".nbx.dead2"
+    gone = f"{socket.gethostname()}:{finished_pid()}:"
     for holder, token in [
-        (dead, f"{socket.gethostname()}:{finished_pid()}:"),
+        (dead, gone),
+        (emptied, None),
         (running, owner_token()),
         (unmarked, None),
-        (other, f"{socket.gethostname()}:{finished_pid()}:"),
+        (other, gone),
     ]:
         (holder / "nb").mkdir(parents=True)
+        if holder != emptied:
+            (holder / "nb" / "train.py").write_text("print()\n")
         if token is not None:
             (holder / ".owner").write_text(token + "\n")
 
-    assert remove_abandoned_staging(target) == [dead]
-    assert not dead.exists()
+    assert sorted(remove_abandoned_staging(target)) == sorted([dead, emptied])
+    assert not dead.exists() and not emptied.exists()
     assert running.is_dir() and unmarked.is_dir() and other.is_dir()
