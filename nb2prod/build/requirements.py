@@ -79,6 +79,8 @@ def resolve_requirements(
 
 def cpu_only(pins: Iterable[Requirement], notices: list[str]) -> list[Requirement]:
     """The pins for a CPU image: CPU builds where PyPI has them, no ``nvidia-*`` library."""
+    pins = list(pins)
+    names = {pin.distribution.lower().replace("_", "-") for pin in pins}
     kept = []
     for pin in pins:
         name = pin.distribution.lower().replace("_", "-")
@@ -88,6 +90,8 @@ def cpu_only(pins: Iterable[Requirement], notices: list[str]) -> list[Requiremen
             )
             continue
         cpu_build, since = CPU_BUILDS.get(name, ("", (0, 0)))
+        if cpu_build in names:  # both installed: the CPU build is pinned already
+            continue
         if cpu_build and _release(pin.version) >= since:
             notices.append(
                 f"{pin.distribution}=={pin.version} is pinned as {cpu_build}=={pin.version}, "
