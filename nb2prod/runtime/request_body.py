@@ -134,6 +134,21 @@ _SPLIT_SCHEMA = {
 }
 
 
+def _document_sources(schema: dict[str, Any]) -> None:
+    """Document what the endpoint enforces: a row source, never ``null``.
+
+    "Exactly one of" is in the description only: spelled as a ``oneOf`` of ``required`` lists
+    it leaves schema-driven generators (schemathesis) unable to draw a body at all.
+    """
+    for name in ROW_SOURCES:
+        field = schema["properties"][name]
+        options = [option for option in field.pop("anyOf", []) if option != {"type": "null"}]
+        if options:
+            field.update(options[0])
+        field.pop("default", None)
+    schema["minProperties"] = 1
+
+
 def _models(schema: Mapping[str, Any]) -> tuple[type[BaseModel], type[BaseModel], list[str]]:
     """(request model, row model, row field names in column order) for a schema."""
     columns = list(schema["columns"])
@@ -154,11 +169,14 @@ def _models(schema: Mapping[str, Any]) -> tuple[type[BaseModel], type[BaseModel]
     )
     rows = Annotated[list[row_model], Field(min_length=1)]  # type: ignore[valid-type]
     example_row = {column["name"]: column.get("example") for column in columns}
-    request_model = create_model(
+
+    def document(json_schema: dict[str, Any]) -> None:
+        _document_sources(json_schema)
+        json_schema["examples"] = [{"instances": [example_row]}]
+
+    request_model: type[BaseModel] = create_model(
         "PredictRequest",
-        __config__=ConfigDict(
-            extra="ignore", json_schema_extra={"examples": [{"instances": [example_row]}]}
-        ),
+        __config__=ConfigDict(extra="ignore", json_schema_extra=document),
         __doc__="Rows to predict: send exactly one of the three fields.",
         instances=(rows | None, Field(default=None, description="Rows as {column: value}.")),
         dataframe_records=(rows | None, Field(default=None, description="MLflow's records.")),
