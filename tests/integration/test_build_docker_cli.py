@@ -183,5 +183,5 @@ def test_build_fails_with_rows_side_by_side_when_the_container_answers_different
     assert result.returncode == 6, result.stderr
     assert "Traceback" not in result.stderr
     assert "expected (notebook)" in result.stderr and "got (service)" in result.stderr
-    # The directory is complete (trained, verified in process): only the image failed.
-    assert (tmp_path / "out" / "model" / "model_card.json").is_file()
+    # A build that fails its smoke test leaves no build directory and no staging behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["skewed.ipynb"]
