@@ -30,7 +30,8 @@ class NotebookError(Nb2ProdError):
 
 
 class OutputExistsError(Nb2ProdError):
-    """Raised when an output directory exists and nb2prod did not write it (use --force)."""
+    """Raised when -o would lose a user's file: it holds the notebook or its data, files nb2prod
+    did not write, or (without --force) generated files edited since."""
 
     exit_code = 4
 
@@ -134,7 +135,7 @@ class DriftDetected(Nb2ProdError):
 EXIT_CODES: dict[str, int] = {
     "notebook breaks the contract": NotebookError.exit_code,
     "bad flag, parameter or build directory": ConfigError.exit_code,
-    "output exists (use --force)": OutputExistsError.exit_code,
+    "output refused: it holds files nb2prod did not write": OutputExistsError.exit_code,
     "training failed": TrainingError.exit_code,
     "parity failed (served != notebook)": ParityError.exit_code,
     "no Docker engine": DockerUnavailableError.exit_code,

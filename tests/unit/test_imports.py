@@ -28,7 +28,7 @@ SHARED_MODULES = {
     "nb2prod.ownership",
 }
 #: Not stages: the package entry points that string the stages together.
-ORCHESTRATION = {"nb2prod.pipeline", "nb2prod.cli", "nb2prod.__main__"}
+ORCHESTRATION = {"nb2prod.pipeline", "nb2prod.cli", "nb2prod.__main__"}  # and nb2prod.cli.*
 #: The stage subpackages, in the order a build meets them.
 SUBPACKAGES = ("build", "train", "ship", "deploy")
 
@@ -135,7 +135,7 @@ def test_only_the_cli_imports_click() -> None:
         for path in PACKAGE_DIR.rglob("*.py")
         if _imports_click(path)
     )
-    assert importers == ["cli.py"]
+    assert importers and all(name.startswith("cli/") for name in importers), importers
 
 
 def test_the_runtime_imports_nothing_from_nb2prod() -> None:

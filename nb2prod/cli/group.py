@@ -1,0 +1,85 @@
+"""The ``nb2prod`` command group and what its commands share: flags, progress, exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .. import __version__
+from ..build.notebook import parse_parameter
+from ..errors import EXIT_CODES
+
+STATE = {"debug": False}
+
+EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
+    f"  {code:>3}  {what}" for what, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1])
+)
+
+
+def say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def parameters(values: tuple[str, ...]) -> dict[str, Any]:
+    return dict(parse_parameter(value) for value in values)
+
+
+PARAM_HELP = "Override a notebook parameter: -p name=value (a Python literal). Repeatable."
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def context_options(command: F) -> F:
+    """NOTEBOOK, -o, -p, --force and --template: what generate and build share."""
+    decorators = [
+        click.argument("notebook", type=click.Path(path_type=Path)),
+        click.option(
+            "-o", "--output", type=click.Path(path_type=Path), help="Default: build/<stem>."
+        ),
+        click.option(
+            "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP
+        ),
+        click.option(
+            "--force", is_flag=True, help="Replace -o DIR even if nb2prod did not write it."
+        ),
+        click.option(
+            "--template",
+            type=click.Path(path_type=Path, file_okay=False, exists=True),
+            help="A cookiecutter template dir to use instead of nb2prod's own layout.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+@click.group(epilog=EXIT_CODE_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nb2prod")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """Take a tagged Jupyter notebook to a tested production service.
+
+    \b
+    Tag cells (Jupyter cell tags, or a first line `# nb2prod: <role>`):
+      parameters  literal assignments, overridable with -p
+      load        training-only data loading
+      preprocess  raw rows -> features; runs in training AND serving
+      train       fits the model (required)
+      evaluate    every scalar number it binds is a recorded metric
+      predict     features -> predictions; runs in serving (required)
+      skip        never run; untagged cells are not run either
+
+    \b
+    Typical use:
+      nb2prod check nb.ipynb                 # fast contract lint (CI)
+      nb2prod build nb.ipynb --no-docker     # generate, train, verify parity
+      nb2prod serve build/nb                 # serve it on 127.0.0.1:8080
+    """
+    STATE["debug"] = debug
+
+
+BUILD_DIR = click.Path(path_type=Path, file_okay=False, exists=True)
