@@ -161,8 +161,13 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
     (build_dir / "bench_baseline.py").write_text(BASELINE_APP)
-    card = json.loads((build_dir / "model" / "model_card.json").read_text())
-    body = json.dumps({"instances": card["golden"]["rows"][:1]}).encode()
+    # The golden rows live in model/golden.json (older builds kept them in the card).
+    golden_file = build_dir / "model" / "golden.json"
+    if golden_file.exists():
+        golden = json.loads(golden_file.read_text())
+    else:
+        golden = json.loads((build_dir / "model" / "model_card.json").read_text())["golden"]
+    body = json.dumps({"instances": golden["rows"][:1]}).encode()
     env = {**os.environ, "PYTHONPATH": str(build_dir)}
     ours_env = dict(env)
     for item in args.extra_env:
