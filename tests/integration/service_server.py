@@ -197,3 +197,14 @@ class HealthzPoller:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+def assert_fast(latencies_ms: list[float]) -> None:
+    """/healthz kept answering within 100 ms (the review saw 3.5 s against a 2 s probe).
+
+    95% of polls, not all: this runs on shared CI cores, where the load generator, the
+    poller and the server compete for the CPU and a lone poll can wait for a time slice.
+    """
+    slow = [latency for latency in latencies_ms if latency >= 100]
+    assert len(slow) <= len(latencies_ms) // 20, sorted(latencies_ms)[-5:]
+    assert max(latencies_ms) < 1000, sorted(latencies_ms)[-5:]

@@ -22,6 +22,7 @@ from helpers import build_example
 from service_server import (
     HealthzPoller,
     Uvicorn,
+    assert_fast,
     chunked_head,
     chunks_of,
     healthz_ms,
@@ -62,17 +63,6 @@ def service(iris_build: Path) -> Iterator[Uvicorn]:
 def http(service: Uvicorn) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service.url, timeout=60) as client:
         yield client
-
-
-def assert_fast(latencies_ms: list[float]) -> None:
-    """/healthz kept answering within 100 ms (the review saw 3.5 s against a 2 s probe).
-
-    95% of polls, not all: this runs on shared CI cores, where the load generator, the
-    poller and the server compete for the CPU and a lone poll can wait for a time slice.
-    """
-    slow = [latency for latency in latencies_ms if latency >= 100]
-    assert len(slow) <= len(latencies_ms) // 20, sorted(latencies_ms)[-5:]
-    assert max(latencies_ms) < 1000, sorted(latencies_ms)[-5:]
 
 
 def metrics_lines(http: httpx.Client) -> list[str]:
