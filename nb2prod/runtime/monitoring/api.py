@@ -13,7 +13,7 @@ import logging
 from types import ModuleType
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
@@ -83,11 +83,16 @@ def install_monitoring(
             raise
         app.state.after_predict.append(monitor.after_predict)
     app.state.monitor = monitor
+    app.include_router(_router(monitor))
+    return monitor
+
+
+def _router(monitor: Monitor | None) -> APIRouter:
+    """``/monitoring/drift`` and ``/feedback``, behind the admin token when one is set."""
+    router = APIRouter(tags=["monitoring"], dependencies=[Depends(admin_guard())])
     off = {"detail": "monitoring is off in this service (NB2PROD_MONITORING=0)"}
 
-    admin = [Depends(admin_guard())]
-
-    @app.get("/monitoring/drift", tags=["monitoring"], dependencies=admin)
+    @router.get("/monitoring/drift")
     async def monitoring_drift(refresh: bool = False) -> Response:
         """Drift of each input column and of the predictions vs training, and the verdict.
 
@@ -100,10 +105,8 @@ def install_monitoring(
 
     offload_bytes = Limits.from_env().offload_bytes
 
-    @app.post(
+    @router.post(
         "/feedback",
-        tags=["monitoring"],
-        dependencies=admin,
         openapi_extra={"requestBody": {"required": True, "content": {_JSON: {"schema": _BODY}}}},
         responses=_FEEDBACK_RESPONSES,
     )
@@ -128,4 +131,4 @@ def install_monitoring(
                 content["unknown_request_ids"] = err.unknown
             return _json(content, err.status)
 
-    return monitor
+    return router

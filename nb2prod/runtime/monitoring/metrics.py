@@ -32,12 +32,20 @@ class MonitorMetrics:
     """Drift, live quality and notebook-hook metrics."""
 
     def __init__(self, registry: CollectorRegistry, quality_metric: str | None) -> None:
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(name, doc, labels, registry=registry, multiprocess_mode=_MODE)
+        self._registry = registry
+        self._define_drift_metrics()
+        self._define_quality_metrics(quality_metric)
+        self._define_hook_metrics()
+        self._hook_names: frozenset[str] | None = None  # fixed by the hook's first result
 
-        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-            return Counter(name, doc, labels, registry=registry)
+    def _gauge(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(name, doc, labels, registry=self._registry, multiprocess_mode=_MODE)
 
+    def _counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(name, doc, labels, registry=self._registry)
+
+    def _define_drift_metrics(self) -> None:
+        gauge, counter = self._gauge, self._counter
         feature = ("feature",)
         self.feature_psi = gauge(
             "nb2prod_feature_psi", "PSI of an input column, window vs training.", feature
@@ -86,6 +94,9 @@ class MonitorMetrics:
             "Drift webhook events by outcome (sent, failed, suppressed by the cooldown).",
             ("outcome",),
         )
+
+    def _define_quality_metrics(self, quality_metric: str | None) -> None:
+        gauge, counter = self._gauge, self._counter
         self.quality_metric = quality_metric
         self.quality: Gauge | None = None
         if quality_metric == "accuracy":
@@ -100,6 +111,9 @@ class MonitorMetrics:
         self.feedback_window = gauge(
             "nb2prod_feedback_window_rows", "Labelled rows the live quality is computed over."
         )
+
+    def _define_hook_metrics(self) -> None:
+        gauge, counter = self._gauge, self._counter
         self.hook_calls = counter(
             "nb2prod_monitor_hook_calls_total", "Calls of the notebook's monitor() hook."
         )
@@ -112,7 +126,6 @@ class MonitorMetrics:
         self.hook_value = gauge(
             "nb2prod_monitor_value", "A number the notebook's monitor() hook returned.", ("name",)
         )
-        self._hook_names: frozenset[str] | None = None
 
     def publish(self, report: Mapping[str, Any], seconds: float) -> None:
         """Set the drift gauges from a check's report."""

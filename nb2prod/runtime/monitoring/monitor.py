@@ -126,24 +126,7 @@ class Monitor:
             predictions_profile if predictions_profile.get("kind") != "skipped" else {}
         )
         window = self.settings.window
-        schema = card.input_schema
-        self._frames = FrameBuilder(schema)
-        names = [column["name"] for column in schema["columns"]]
-        self._index = {name: position for position, name in enumerate(names)}
-        # The queue keeps each request's values as one array, not its frame: a held pandas
-        # frame is ~100 objects the garbage collector walks until the next check (measured:
-        # ~150 us a request in collections), an array none. All-float inputs are a single
-        # block, whose to_numpy() is a view (~1 us); other frames take ~40 us to convert.
-        self._float_rows = bool(names) and all(
-            column.get("dtype") == "float64" and column.get("kind") == "number"
-            for column in schema["columns"]
-        )
-        # Columns where a client can send free text (everything but numbers, booleans, times).
-        self._text_columns = [
-            position
-            for position, column in enumerate(schema["columns"])
-            if column.get("kind") not in ("number", "integer", "boolean", "datetime")
-        ]
+        self._layout_inputs(card.input_schema)
         # The queue is bounded in rows (a request may carry many): see after_predict.
         self._pending: deque[tuple[np.ndarray, list[Any]]] = deque()
         self._pending_rows = 0
@@ -169,6 +152,26 @@ class Monitor:
         self._stop = threading.Event()
         self._check_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    def _layout_inputs(self, schema: dict[str, Any]) -> None:
+        """How request frames are read on the request path: positions, float fast path, text."""
+        self._frames = FrameBuilder(schema)
+        names = [column["name"] for column in schema["columns"]]
+        self._index = {name: position for position, name in enumerate(names)}
+        # The queue keeps each request's values as one array, not its frame: a held pandas
+        # frame is ~100 objects the garbage collector walks until the next check (measured:
+        # ~150 us a request in collections), an array none. All-float inputs are a single
+        # block, whose to_numpy() is a view (~1 us); other frames take ~40 us to convert.
+        self._float_rows = bool(names) and all(
+            column.get("dtype") == "float64" and column.get("kind") == "number"
+            for column in schema["columns"]
+        )
+        # Columns where a client can send free text (everything but numbers, booleans, times).
+        self._text_columns = [
+            position
+            for position, column in enumerate(schema["columns"])
+            if column.get("kind") not in ("number", "integer", "boolean", "datetime")
+        ]
 
     @staticmethod
     def _notebook_hook(
