@@ -145,7 +145,6 @@ def _read_cell(
     source = nb_cell.source if isinstance(nb_cell.source, str) else "".join(nb_cell.source)
     role = _role(number, source, list(nb_cell.get("metadata", {}).get("tags", []) or []))
     lines = source.splitlines()
-    pip_hints: list[str] = []
     first_code = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first_code is not None and lines[first_code].lstrip().startswith("%%"):
         magic = lines[first_code].lstrip()[2:].split()[0] if lines[first_code].strip("% ") else ""
@@ -159,15 +158,7 @@ def _read_cell(
             notices.append(f"cell {number} (%%{magic}) is not Python and is ignored")
             return Cell(number=number, role=role, source=source, code=""), [], []
         lines[first_code] = ""
-    for index, line in enumerate(lines):
-        stripped = line.lstrip()
-        if stripped.startswith(("%", "!")) or _SHELL_ASSIGN.match(line):
-            pip = _PIP.match(line)
-            if pip:
-                pip_hints.extend(a for a in pip.group(1).split() if not a.startswith("-"))
-            lines[index] = ""  # keep line numbers: messages point at the notebook's lines
-        elif _ROLE_COMMENT.match(line) and index == first_code:
-            lines[index] = ""
+    pip_hints = _blank_magics(lines, first_code)
     code = "\n".join(lines)
     try:
         tree = ast.parse(code, filename=f"<cell {number}>")
@@ -205,6 +196,23 @@ def _read_cell(
         ends_with_expression=ends_with_expression,
     )
     return cell, bindings, pip_hints
+
+
+def _blank_magics(lines: list[str], first_code: int | None) -> list[str]:
+    """Blank out magics, shell lines and the role comment in place; return the pip hints.
+
+    Lines are blanked, not removed, so that messages point at the notebook's line numbers.
+    """
+    pip_hints: list[str] = []
+    for index, line in enumerate(lines):
+        if line.lstrip().startswith(("%", "!")) or _SHELL_ASSIGN.match(line):
+            pip = _PIP.match(line)
+            if pip:
+                pip_hints.extend(a for a in pip.group(1).split() if not a.startswith("-"))
+            lines[index] = ""
+        elif _ROLE_COMMENT.match(line) and index == first_code:
+            lines[index] = ""
+    return pip_hints
 
 
 def _role(number: int, source: str, tags: list[str]) -> str | None:
