@@ -4,7 +4,7 @@ Endpoints: ``POST /predict``, ``GET /healthz`` (liveness), ``GET /readyz`` (503 
 loaded), ``GET /metadata`` (the public part of the model card, ``metadata.py``) and
 ``GET /metrics`` (Prometheus).
 
-Extension point (monitoring, issue 4): ``app.state.after_predict`` is a list of hooks called after
+Extension point (monitoring): ``app.state.after_predict`` is a list of hooks called after
 every successful prediction as ``hook(frame, predictions, request_id)``, with the raw request frame
 (schema columns and dtypes, before preprocessing) and the JSON-ready predictions. Hooks run on the
 request path, so they must be cheap (queue heavy work); an exception in a hook is logged and never
@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -97,13 +97,42 @@ def create_app(
     """
     model_dir = Path(model_dir)
     card = load_card(model_dir)
-    model_version = card.model_version
     limits = Limits.from_env()
     parser = PredictBodyParser(card.input_schema, limits)
-    large_bodies = threading.BoundedSemaphore(LARGE_BODIES_AT_ONCE)
     configure_logging()
     metrics = ServiceMetrics()
-    metrics.set_model_version(model_version)
+    metrics.set_model_version(card.model_version)
+    app = FastAPI(
+        title=card.name,
+        version=card.model_version,
+        description="Predictions from the notebook "
+        f"{relative_notebook_path(str(card.notebook.get('path', '')))}.",
+        lifespan=_lifespan(model_dir, model_code, card.model_version),
+    )
+    app.state.predictor = None
+    app.state.after_predict = list(after_predict)
+    app.state.metrics = metrics
+    # Monitoring: an after_predict hook, /monitoring/drift and /feedback.
+    install_monitoring(app, card, metrics.registry, model_code)
+    app.description += "\n\n" + _limits_description(limits)
+    # Added first, so it runs inside the request context: a 413 is logged and counted too.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        trace_project=os.environ.get("GOOGLE_CLOUD_PROJECT"),
+        known_paths=lambda: [getattr(route, "path", "") for route in app.routes],
+    )
+    _add_ops_routes(app, metrics, json.dumps(public_metadata(card)).encode(), card.model_version)
+    _add_predict_route(app, parser, limits, metrics, card.model_version)
+    _add_request_models_to_openapi(app, _openapi_components(parser.request_model))
+    return app
+
+
+def _lifespan(
+    model_dir: Path, model_code: ModuleType, model_version: str
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Load the model at startup (``/readyz`` is 503 until then), start and stop monitoring."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,34 +153,19 @@ def create_app(
         # waits up to one switch interval each time: 1 ms instead of 5 keeps /healthz fast.
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         if app.state.monitor is not None:
-            app.state.monitor.start()  # drift checks, off the request path (issue 4)
+            app.state.monitor.start()  # drift checks, off the request path
         yield
         logger.info("shutting down")
         if app.state.monitor is not None:
             app.state.monitor.stop()
 
-    app = FastAPI(
-        title=card.name,
-        version=model_version,
-        description="Predictions from the notebook "
-        f"{relative_notebook_path(str(card.notebook.get('path', '')))}.",
-        lifespan=lifespan,
-    )
-    app.state.predictor = None
-    app.state.after_predict = list(after_predict)
-    app.state.metrics = metrics
-    # Monitoring (issue 4): an after_predict hook, /monitoring/drift and /feedback.
-    install_monitoring(app, card, metrics.registry, model_code)
-    app.description += "\n\n" + _limits_description(limits)
-    # Added first, so it runs inside the request context: a 413 is logged and counted too.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
-    app.add_middleware(
-        RequestContextMiddleware,
-        metrics=metrics,
-        trace_project=os.environ.get("GOOGLE_CLOUD_PROJECT"),
-        known_paths=lambda: [getattr(route, "path", "") for route in app.routes],
-    )
-    metadata_body = json.dumps(public_metadata(card)).encode()
+    return lifespan
+
+
+def _add_ops_routes(
+    app: FastAPI, metrics: ServiceMetrics, metadata_body: bytes, model_version: str
+) -> None:
+    """``/healthz``, ``/readyz`` (GET and HEAD), ``/metadata`` and ``/metrics``."""
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
@@ -186,6 +200,17 @@ def create_app(
         """Prometheus text exposition."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+
+def _add_predict_route(
+    app: FastAPI,
+    parser: PredictBodyParser,
+    limits: Limits,
+    metrics: ServiceMetrics,
+    model_version: str,
+) -> None:
+    """``POST /predict``: documented as a FastAPI route, served by a faster plain route."""
+    large_bodies = threading.BoundedSemaphore(LARGE_BODIES_AT_ONCE)
+
     def predict_large(
         predictor: Predictor, body: bytes, request_id: str
     ) -> tuple[list[list[Any]], list[Any]]:
@@ -194,25 +219,7 @@ def create_app(
             rows = parser.parse_large(body)
             return rows, _predict_rows(app, predictor, rows, request_id)
 
-    @app.post(
-        "/predict",
-        tags=["model"],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {_JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
-            }
-        },
-        responses={
-            200: {"model": PredictResponse, "description": "One prediction per row."},
-            413: {
-                "description": f"Body over {limits.max_body_bytes} bytes "
-                f"(NB2PROD_MAX_BODY_BYTES) or more than {limits.max_rows} rows (NB2PROD_MAX_ROWS)."
-            },
-            422: {"description": "Invalid input: the detail names the field."},
-            503: {"description": "The model is still loading."},
-        },
-    )
+    @app.post("/predict", tags=["model"], **_predict_openapi(limits))
     async def predict(request: Request) -> Response:
         """Predict rows sent as ``instances``, ``dataframe_records`` or ``dataframe_split``."""
         predictor: Predictor | None = app.state.predictor
@@ -255,7 +262,30 @@ def create_app(
     # validates the body itself) and the route scan: ~30 us a request.
     app.router.routes.insert(0, PredictRoute("/predict", predict, methods=["POST"]))
 
-    components = _openapi_components(parser.request_model)
+
+def _predict_openapi(limits: Limits) -> dict[str, Any]:
+    """How ``/predict`` is documented: the typed body, and what each status means."""
+    return {
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {_JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+            }
+        },
+        "responses": {
+            200: {"model": PredictResponse, "description": "One prediction per row."},
+            413: {
+                "description": f"Body over {limits.max_body_bytes} bytes "
+                f"(NB2PROD_MAX_BODY_BYTES) or more than {limits.max_rows} rows (NB2PROD_MAX_ROWS)."
+            },
+            422: {"description": "Invalid input: the detail names the field."},
+            503: {"description": "The model is still loading."},
+        },
+    }
+
+
+def _add_request_models_to_openapi(app: FastAPI, components: dict[str, Any]) -> None:
+    """The typed request rows (one property per input column) in the OpenAPI document."""
     base_openapi = app.openapi
 
     def openapi_with_request_models() -> dict[str, Any]:
@@ -264,7 +294,6 @@ def create_app(
         return schema
 
     app.openapi = openapi_with_request_models  # type: ignore[method-assign]
-    return app
 
 
 def _limits_description(limits: Limits) -> str:
