@@ -47,6 +47,7 @@ def test_schemathesis_finds_no_failures(example: str, tmp_path: Path) -> None:
             text=True,
             timeout=300,
             check=False,
+            cwd=tmp_path,  # schemathesis keeps its example database in .schemathesis/ here
         )
     finally:
         server.stop()
