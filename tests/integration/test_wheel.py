@@ -2,7 +2,7 @@
 
 The templates live in a top-level ``templates/`` folder that hatchling leaves out of a wheel
 unless told otherwise; this is the test that catches it. Dependencies come from this
-environment (``--system-site-packages``), so nothing is downloaded.
+environment (a ``.pth`` naming its site-packages), so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO_DIR / "example_notebooks" / "wine_script.ipynb"
+PURELIB = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
 
 
 def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -62,8 +64,14 @@ def test_the_wheel_ships_templates_and_runtime(wheel: Path) -> None:
 
 def test_the_installed_wheel_renders_a_notebook(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv, cwd=tmp_path)
+    run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
     python = venv / "bin" / "python"
+    # The dependencies come from this environment. When it is itself a venv,
+    # --system-site-packages would give the base interpreter's packages instead, so list this
+    # environment's site-packages in a .pth: plain path lines, after the new venv's own
+    # site-packages, and the editable install's finder (a .pth there) is not run.
+    venv_site = Path(run(python, "-c", PURELIB, cwd=tmp_path).stdout.strip())
+    (venv_site / "deps_from_test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     run(
         sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
         "--no-cache-dir", wheel,
