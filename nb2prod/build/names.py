@@ -259,3 +259,22 @@ def names_read(cells: Iterable[Cell]) -> set[str]:
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
         }
     return names
+
+
+def parameter_assignments(
+    cells: Iterable[Cell],
+) -> Iterable[tuple[Cell, ast.stmt, ast.Name | None, ast.expr | None]]:
+    """Each top-level statement of the ``parameters`` cells: (cell, statement, name, value).
+
+    ``name`` and ``value`` are None when the statement is not a plain ``name = value``
+    (or ``name: type = value``) assignment.
+    """
+    for cell in cells:
+        if cell.role != "parameters":
+            continue
+        for stmt in ast.parse(cell.code).body:
+            target = stmt.targets[0] if isinstance(stmt, ast.Assign) else None
+            if isinstance(stmt, ast.AnnAssign):
+                target = stmt.target
+            name = target if isinstance(target, ast.Name) else None
+            yield cell, stmt, name, getattr(stmt, "value", None)

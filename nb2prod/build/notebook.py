@@ -21,7 +21,7 @@ import nbformat
 from ..errors import ConfigError, NotebookError
 from ..models import ROLES, SERVING_ROLES, Cell, ImportBinding, NotebookSpec
 from ..naming import repository_name
-from .names import name_use
+from .names import name_use, parameter_assignments
 from .secrets import refuse_secret_parameters
 
 #: Calls that fit state; on the serving path they would re-fit on each request.
@@ -303,24 +303,17 @@ def _require_roles(cells: list[Cell]) -> None:
 
 def _parameters(cells: list[Cell]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for cell in cells:
-        if cell.role != "parameters":
-            continue
-        for stmt in ast.parse(cell.code).body:
-            target = stmt.targets[0] if isinstance(stmt, ast.Assign) else None
-            if isinstance(stmt, ast.AnnAssign):
-                target = stmt.target
-            value_node = getattr(stmt, "value", None)
-            try:
-                if not isinstance(target, ast.Name) or value_node is None:
-                    raise ValueError
-                values[target.id] = ast.literal_eval(value_node)
-            except ValueError as err:
-                raise NotebookError(
-                    f"{cell.label}, line {stmt.lineno}: parameters must be literal assignments "
-                    f"like `C = 1.0`, not {ast.get_source_segment(cell.code, stmt)!r}",
-                    hint="Keep computed values in a `load` or `train` cell.",
-                ) from err
+    for cell, stmt, name, value in parameter_assignments(cells):
+        try:
+            if name is None or value is None:
+                raise ValueError
+            values[name.id] = ast.literal_eval(value)
+        except ValueError as err:
+            raise NotebookError(
+                f"{cell.label}, line {stmt.lineno}: parameters must be literal assignments "
+                f"like `C = 1.0`, not {ast.get_source_segment(cell.code, stmt)!r}",
+                hint="Keep computed values in a `load` or `train` cell.",
+            ) from err
     return values
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError, NotebookError
 from ..models import Cell
+from .names import parameter_assignments
 
 __all__ = ["looks_like_secret", "refuse_secret_parameters"]
 
@@ -59,25 +60,16 @@ def refuse_secret_parameters(cells: Iterable[Cell], overrides: Mapping[str, Any]
 
     ``overrides`` are the ``-p name=value`` flags; a secret there is a ConfigError.
     """
-    for cell in cells:
-        if cell.role != "parameters":
-            continue
-        for stmt in ast.parse(cell.code).body:
-            target = stmt.targets[0] if isinstance(stmt, ast.Assign) else None
-            if isinstance(stmt, ast.AnnAssign):
-                target = stmt.target
-            value = getattr(stmt, "value", None)
-            if not isinstance(target, ast.Name) or value is None:
-                continue  # not a parameter; the parameters check says so
-            if not looks_like_secret(target.id) or not isinstance(value, ast.Constant):
-                continue
-            if _is_secret_value(value.value):
-                raise NotebookError(
-                    f"{cell.label}, line {stmt.lineno}: the parameter `{target.id}` looks like "
-                    "a secret and has a literal value, which nb2prod would bake into the build "
-                    "and the image",
-                    hint=_hint(target.id),
-                )
+    for cell, stmt, name, value in parameter_assignments(cells):
+        if name is None or not looks_like_secret(name.id) or not isinstance(value, ast.Constant):
+            continue  # not a parameter (the parameters check says so), or not a secret
+        if _is_secret_value(value.value):
+            raise NotebookError(
+                f"{cell.label}, line {stmt.lineno}: the parameter `{name.id}` looks like "
+                "a secret and has a literal value, which nb2prod would bake into the build "
+                "and the image",
+                hint=_hint(name.id),
+            )
     for name, value in overrides.items():
         if looks_like_secret(name) and _is_secret_value(value):
             raise ConfigError(
