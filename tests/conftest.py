@@ -15,6 +15,8 @@ from helpers import PYTHON_KERNELSPEC, write_notebook
 
 #: Snapshots of rendered build contexts (with their own tests/ folder): data, not tests.
 collect_ignore = ["golden"]
+#: The Cloud Run tests' ``build_dir`` (built and pushed) and ``fake`` (the API) fixtures.
+pytest_plugins = ["fake_cloudrun"]
 
 MakeNotebook = Callable[..., Path]
 

@@ -19,10 +19,14 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import pytest
 
 LATEST, REVISION = 1, 2  # TrafficTargetAllocationType
 CONDITION_FAILED, CONDITION_SUCCEEDED = 3, 4  # Condition.State
@@ -311,3 +315,25 @@ def _handler_class_for(fake: FakeCloudRun) -> type[BaseHTTPRequestHandler]:
             pass  # keep test output clean
 
     return Handler
+
+
+# --- fixtures the Cloud Run tests share ---------------------------------------------------------
+
+PROJECT, REGION = "demo-project", "europe-west1"
+DIGEST = "sha256:" + "ab" * 32
+IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/models/iris_classifier@{DIGEST}"
+
+
+@pytest.fixture
+def build_dir(tmp_path: Path) -> Path:
+    """A built and pushed DIR, as the build and push stages leave it."""
+    from fake_build import write_built_dir
+
+    return write_built_dir(tmp_path / "iris_classifier", pushed_as=IMAGE)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCloudRun]:
+    """The fake Cloud Run API, knowing PROJECT and REGION, on a loopback port."""
+    with FakeCloudRun(projects=(PROJECT,), regions=(REGION,)) as server:
+        yield server

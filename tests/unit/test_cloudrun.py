@@ -15,8 +15,14 @@ from typing import Any
 import google.auth
 import pytest
 import yaml
-from fake_build import make_card, write_built_dir, write_image_record
-from fake_cloudrun import CONDITION_FAILED, FakeCloudRun
+from fake_build import make_card, write_image_record
+from fake_cloudrun import (  # noqa: F401 - fixtures these tests use
+    CONDITION_FAILED,
+    IMAGE,
+    PROJECT,
+    REGION,
+    FakeCloudRun,
+)
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
@@ -26,23 +32,8 @@ from nb2prod.errors import ConfigError, DeployError
 from nb2prod.models import CloudRunOptions, TrafficOptions, TrafficSplit
 from nb2prod.naming import google_label_value
 
-PROJECT, REGION = "demo-project", "europe-west1"
-DIGEST = "sha256:" + "ab" * 32
-IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/models/iris_classifier@{DIGEST}"
 SERVICE_PATH = f"/v2/projects/{PROJECT}/locations/{REGION}/services/iris-classifier"
 REAL_HOME = os.environ.get("HOME", "")
-
-
-@pytest.fixture
-def build_dir(tmp_path: Path) -> Path:
-    """A built and pushed DIR, as the build and push stages leave it."""
-    return write_built_dir(tmp_path / "iris_classifier", pushed_as=IMAGE)
-
-
-@pytest.fixture
-def fake() -> Any:
-    with FakeCloudRun(projects=(PROJECT,), regions=(REGION,)) as server:
-        yield server
 
 
 def options(build_dir: Path, fake: FakeCloudRun, **changes: Any) -> CloudRunOptions:

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 import yaml
-from fake_build import write_built_dir
-from fake_cloudrun import FakeCloudRun
+from fake_cloudrun import (  # noqa: F401 - fixtures these tests use
+    PROJECT,
+    REGION,
+)
 from helpers import run_cli
 
-PROJECT, REGION = "demo-project", "europe-west1"
-IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/models/iris_classifier@sha256:" + "ab" * 32
 WHERE = ("--project", PROJECT, "--region", REGION)
 
 #: The options docs/deploy.md lists for one target only, with a value to pass.
@@ -36,18 +36,6 @@ CLOUDRUN_ONLY = [
     ("--endpoint", "http://127.0.0.1:9"),
 ]
 KUBERNETES_ONLY = [("--namespace", "ml"), ("--apply", None), ("--kserve", None)]
-
-
-@pytest.fixture
-def build_dir(tmp_path: Path) -> Path:
-    """A built and pushed DIR, as the build and push stages leave it."""
-    return write_built_dir(tmp_path / "iris_classifier", pushed_as=IMAGE)
-
-
-@pytest.fixture
-def fake() -> Any:
-    with FakeCloudRun(projects=(PROJECT,), regions=(REGION,)) as server:
-        yield server
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
