@@ -187,6 +187,24 @@ def fit_label_model(frame: pd.DataFrame, labels: np.ndarray) -> tuple[dict[str, 
     return {"model": model, "scaler": scaler, "encoder": encoder}, model.predict(features)
 
 
+def _label_build(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    code_template: str,
+    serving: ServingPlan,
+    state: dict[str, Any],
+    predicted: np.ndarray,
+) -> Build:
+    """A build of the label model on the iris frame, with ``code_template`` as model_code.py."""
+    code = code_template.format(numeric=NUMERIC, categorical=[SITE, GRADE])
+    golden = [str(label) for label in predicted[GOLDEN_INDEX]]
+    root = tmp_path_factory.mktemp(name)
+    frame, _ = iris_frame()
+    return write_build(
+        root, frame, state, serving, code, golden, {"kind": "label", "dtype": "object"}
+    )
+
+
 @pytest.fixture(scope="module")
 def function_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     frame, labels = iris_frame()
@@ -201,11 +219,8 @@ def function_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
             state=("encoder", "model", "scaler"),
         ),
     )
-    code = FUNCTION_CODE.format(numeric=NUMERIC, categorical=[SITE, GRADE])
-    golden = [str(label) for label in predicted[GOLDEN_INDEX]]
-    root = tmp_path_factory.mktemp("function_build")
-    return write_build(
-        root, frame, state, serving, code, golden, {"kind": "label", "dtype": "object"}
+    return _label_build(
+        tmp_path_factory, "function_build", FUNCTION_CODE, serving, state, predicted
     )
 
 
@@ -235,12 +250,7 @@ def script_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
             state=("encoder", "model", "scaler"),
         ),
     )
-    code = SCRIPT_CODE.format(numeric=NUMERIC, categorical=[SITE, GRADE])
-    golden = [str(label) for label in predicted[GOLDEN_INDEX]]
-    root = tmp_path_factory.mktemp("script_build")
-    return write_build(
-        root, frame, state, serving, code, golden, {"kind": "label", "dtype": "object"}
-    )
+    return _label_build(tmp_path_factory, "script_build", SCRIPT_CODE, serving, state, predicted)
 
 
 @pytest.fixture(scope="module")
