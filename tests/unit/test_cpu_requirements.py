@@ -57,15 +57,21 @@ def resolve_in(site: Path, spec: NotebookSpec, monkeypatch: pytest.MonkeyPatch) 
     return {pin.distribution: pin.version for pin in pins}, notices
 
 
+def resolve_with_pypi_xgboost(
+    version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, str | None], list[str]]:
+    """The pins of an xgboost notebook where PyPI's xgboost ``version`` and its CUDA library
+    (nvidia-nccl-cu12) are what is installed."""
+    site = tmp_path / "site-packages"
+    install_record(site, "xgboost", version, "xgboost")
+    install_record(site, "nvidia-nccl-cu12", "2.21.5", "nvidia")
+    return resolve_in(site, xgboost_notebook(tmp_path), monkeypatch)
+
+
 def test_pypi_xgboost_is_pinned_as_its_cpu_build_and_no_nvidia_library_is_pinned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = xgboost_notebook(tmp_path)
-    site = tmp_path / "site-packages"
-    install_record(site, "xgboost", "2.1.4", "xgboost")
-    install_record(site, "nvidia-nccl-cu12", "2.21.5", "nvidia")
-
-    pins, notices = resolve_in(site, spec, monkeypatch)
+    pins, notices = resolve_with_pypi_xgboost("2.1.4", tmp_path, monkeypatch)
 
     assert pins["xgboost-cpu"] == "2.1.4"
     assert "xgboost" not in pins
@@ -78,12 +84,7 @@ def test_an_xgboost_older_than_its_cpu_build_keeps_its_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # xgboost-cpu was first published for 2.1.0: there is no xgboost-cpu==1.7.6 to install.
-    spec = xgboost_notebook(tmp_path)
-    site = tmp_path / "site-packages"
-    install_record(site, "xgboost", "1.7.6", "xgboost")
-    install_record(site, "nvidia-nccl-cu12", "2.21.5", "nvidia")
-
-    pins, _ = resolve_in(site, spec, monkeypatch)
+    pins, _ = resolve_with_pypi_xgboost("1.7.6", tmp_path, monkeypatch)
 
     assert pins["xgboost"] == "1.7.6" and "xgboost-cpu" not in pins
 

@@ -1,8 +1,9 @@
 """The notebook contract, rule by rule, on notebooks built in memory.
 
-Each rule of the notebook contract (README, "The notebook contract") has a test here; each refusal is checked twice: in
-process (the message names the cell, its first line and the line) and through the CLI (exit
-code, exactly one ``Error:`` line, no traceback, no output directory left behind).
+Each rule of the notebook contract (the README's "The notebook contract") has a test here;
+each refusal is checked twice: in process (the message names the cell, its first line and the
+line) and through the CLI (exit code, exactly one ``Error:`` line, no traceback, no output
+directory left behind).
 """
 
 from __future__ import annotations

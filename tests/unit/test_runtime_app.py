@@ -453,18 +453,18 @@ def test_two_row_sources_is_422(client: TestClient, function_build: Build) -> No
     assert "exactly one" in errors[0]["msg"]
 
 
-def test_model_code_value_error_is_422_not_500(tmp_path: Path, function_build: Build) -> None:
-    shutil.copytree(function_build.model_dir, tmp_path / "model")
-    code = "def preprocess(df):\n    raise ValueError('sepal too long')\n\n\n" + (
+def _preprocess_raising(tmp_path: Path, like: Build, exception: str) -> Build:
+    """``like``'s model, with a preprocess step that raises ``exception`` (Python source)."""
+    shutil.copytree(like.model_dir, tmp_path / "model")
+    code = f"def preprocess(df):\n    raise {exception}\n\n\n" + (
         "def predict(model, features):\n    return features\n"
     )
     (tmp_path / "model_code.py").write_text(code)
-    build = Build(
-        root=tmp_path,
-        card=function_build.card,
-        golden=function_build.golden,
-        frame=function_build.frame,
-    )
+    return Build(root=tmp_path, card=like.card, golden=like.golden, frame=like.frame)
+
+
+def test_model_code_value_error_is_422_not_500(tmp_path: Path, function_build: Build) -> None:
+    build = _preprocess_raising(tmp_path, function_build, "ValueError('sepal too long')")
     with TestClient(build.app()) as client:
         response = client.post("/predict", json={"instances": build.golden_rows[:1]})
     assert response.status_code == 422
@@ -474,17 +474,7 @@ def test_model_code_value_error_is_422_not_500(tmp_path: Path, function_build: B
 def test_unexpected_model_error_is_logged_500(
     tmp_path: Path, function_build: Build, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    shutil.copytree(function_build.model_dir, tmp_path / "model")
-    code = "def preprocess(df):\n    raise RuntimeError('boom')\n\n\n" + (
-        "def predict(model, features):\n    return features\n"
-    )
-    (tmp_path / "model_code.py").write_text(code)
-    build = Build(
-        root=tmp_path,
-        card=function_build.card,
-        golden=function_build.golden,
-        frame=function_build.frame,
-    )
+    build = _preprocess_raising(tmp_path, function_build, "RuntimeError('boom')")
     with TestClient(build.app()) as client:
         capsys.readouterr()
         response = client.post(
