@@ -22,6 +22,7 @@ from ..errors import ConfigError, NotebookError
 from ..models import ROLES, SERVING_ROLES, Cell, ImportBinding, NotebookSpec
 from ..naming import repository_name
 from .names import name_use, parameter_assignments
+from .pip_hints import pip_install_hints
 from .secrets import refuse_secret_parameters
 
 #: Calls that fit state; on the serving path they would re-fit on each request.
@@ -45,8 +46,9 @@ def read_notebook(path: Path, overrides: dict[str, Any] | None = None) -> Notebo
     for number, nb_cell in enumerate(raw.cells, start=1):
         if nb_cell.cell_type != "code":
             continue
-        cell, cell_imports, hints = _read_cell(number, nb_cell, notices)
-        pip_hints.extend(hints)
+        cell, cell_imports, pip_lines = _read_cell(number, nb_cell, notices)
+        for arguments in pip_lines:
+            pip_hints.extend(pip_install_hints(arguments, path.resolve().parent, notices))
         for binding in cell_imports:
             # An import in a tagged cell wins over the same name imported elsewhere.
             if binding.name not in imports or cell.role is not None:
@@ -158,14 +160,14 @@ def _read_cell(
             notices.append(f"cell {number} (%%{magic}) is not Python and is ignored")
             return Cell(number=number, role=role, source=source, code=""), [], []
         lines[first_code] = ""
-    pip_hints = _blank_magics(lines, first_code)
+    pip_lines = _blank_magics(lines, first_code)
     code = "\n".join(lines)
     try:
         tree = ast.parse(code, filename=f"<cell {number}>")
     except SyntaxError as err:
         if role is None or role == "skip":
             notices.append(f"cell {number} is not valid Python and is ignored")
-            return Cell(number=number, role=role, source=source, code=""), [], pip_hints
+            return Cell(number=number, role=role, source=source, code=""), [], pip_lines
         bad = (err.text or "").strip()
         raise NotebookError(
             f"cell {number} [{role}] ({_first_line(source)!r}), line {err.lineno}: "
@@ -179,7 +181,7 @@ def _read_cell(
         return (
             Cell(number=number, role=role, source=source, code=code, binds=use.binds),
             bindings,
-            pip_hints,
+            pip_lines,
         )
     body = ast.parse(code, filename=f"<cell {number}>")
     use = name_use(body)
@@ -195,24 +197,25 @@ def _read_cell(
         result=result,
         ends_with_expression=ends_with_expression,
     )
-    return cell, bindings, pip_hints
+    return cell, bindings, pip_lines
 
 
 def _blank_magics(lines: list[str], first_code: int | None) -> list[str]:
-    """Blank out magics, shell lines and the role comment in place; return the pip hints.
+    """Blank out magics, shell lines and the role comment in place; return the arguments of
+    each ``pip install`` line among them.
 
     Lines are blanked, not removed, so that messages point at the notebook's line numbers.
     """
-    pip_hints: list[str] = []
+    pip_lines: list[str] = []
     for index, line in enumerate(lines):
         if line.lstrip().startswith(("%", "!")) or _SHELL_ASSIGN.match(line):
             pip = _PIP.match(line)
             if pip:
-                pip_hints.extend(a for a in pip.group(1).split() if not a.startswith("-"))
+                pip_lines.append(pip.group(1))
             lines[index] = ""
         elif _ROLE_COMMENT.match(line) and index == first_code:
             lines[index] = ""
-    return pip_hints
+    return pip_lines
 
 
 def _role(number: int, source: str, tags: list[str]) -> str | None:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from ..errors import ConfigError
 from ..models import SERVING_ROLES, TRAINING_ROLES, NotebookSpec, Requirement
 from .names import names_read
+from .pip_hints import requirement_name
 
 #: What every generated service imports, pinned from this environment.
 SERVING_STACK = (
@@ -34,6 +35,37 @@ SERVING_STACK = (
 CPU_BUILDS = {"xgboost": ("xgboost-cpu", (2, 1))}
 #: Libraries with CPU wheels only on their own index: the notice says where (README too).
 CPU_INDEX = {"torch": "https://download.pytorch.org/whl/cpu"}
+#: Import names whose PyPI distribution is named otherwise: what to install before the import
+#: is installed (once it is, importlib.metadata says which distribution provides it). Any
+#: other import name (lightgbm, xgboost, catboost, ...) is its distribution's name.
+INSTALL_NAMES = {
+    "Bio": "biopython",
+    "Crypto": "pycryptodome",
+    "Levenshtein": "python-Levenshtein",
+    "OpenSSL": "pyOpenSSL",
+    "PIL": "Pillow",
+    "attr": "attrs",
+    "bs4": "beautifulsoup4",
+    "cv2": "opencv-python-headless",  # headless: the images have no display libraries
+    "dateutil": "python-dateutil",
+    "docx": "python-docx",
+    "dotenv": "python-dotenv",
+    "fitz": "PyMuPDF",
+    "git": "GitPython",
+    "jwt": "PyJWT",
+    "pptx": "python-pptx",
+    "sentence_transformers": "sentence-transformers",
+    "serial": "pyserial",
+    "skimage": "scikit-image",
+    "sklearn": "scikit-learn",
+    "yaml": "PyYAML",
+    "zmq": "pyzmq",
+}
+#: Other distributions that provide the same import: a notebook's `!pip install` of one of
+#: these is its hint for that import too.
+ALSO_INSTALLED_AS = {
+    "cv2": ("opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless"),
+}
 
 
 def resolve_requirements(
@@ -64,10 +96,10 @@ def resolve_requirements(
             continue
         dists = installed.get(module)
         if not dists:
-            hint = next((h for h in spec.pip_hints if h.lower().startswith(module.lower())), None)
             raise ConfigError(
                 f"the notebook imports `{module}`, which is not installed where nb2prod runs",
-                hint=f"Install it (pip install {hint or module}) so nb2prod can pin its version.",
+                hint=f"Install it (pip install {install_name(module, spec.pip_hints)}) "
+                "so nb2prod can pin its version.",
             )
         for dist in dict.fromkeys(dists):
             add(dist, f"import {module}", module in serving_modules)
@@ -75,6 +107,18 @@ def resolve_requirements(
         add(dist, "serving stack", True)
     pins = cpu_only(found.values(), [] if notices is None else notices)
     return tuple(sorted(pins, key=lambda r: r.distribution.lower()))
+
+
+def install_name(module: str, pip_hints: Iterable[str]) -> str:
+    """What to ``pip install`` for an import that is not installed.
+
+    The notebook's own ``!pip install`` line for it wins (it may pin a version); then the
+    distribution the import name is known to come from; then the import name itself.
+    """
+    distribution = INSTALL_NAMES.get(module, module)
+    others = ALSO_INSTALLED_AS.get(module, ())
+    names = {requirement_name(name) for name in (module, distribution, *others)}
+    return next((h for h in pip_hints if requirement_name(h) in names), distribution)
 
 
 def cpu_only(pins: Iterable[Requirement], notices: list[str]) -> list[Requirement]:
