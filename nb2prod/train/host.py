@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import IO
 
 from ..models import BuildContext, TrainedArtifact
 from .outcome import KEPT_LINES, FinishedRun, artifact_of, kill_after
@@ -49,7 +50,7 @@ def train_on_host(
     ) as process:
         assert process.stdout is not None and process.stderr is not None
         # stderr (warnings, tracebacks) is kept for the error message, not streamed.
-        drain = threading.Thread(target=lambda: errors.extend(process.stderr or ()), daemon=True)
+        drain = threading.Thread(target=_keep_lines, args=(process.stderr, errors), daemon=True)
         drain.start()
         with kill_after(timeout, process.kill) as deadline:
             try:
@@ -59,9 +60,20 @@ def train_on_host(
                 code = process.wait()
             except BaseException:  # Ctrl-C, SIGTERM: Popen's exit would wait for the run
                 process.kill()
+                process.wait()
+                # Popen's exit closes the pipes: let the reader see the end of stderr first.
+                drain.join(timeout=5)
                 raise
         drain.join(timeout=10)
     output = [line.rstrip("\n") for line in errors]
     fired = timeout if deadline.fired.is_set() else None
     run = FinishedRun(context, code, output, "on this host", started, timed_out_after=fired)
     return artifact_of(run)
+
+
+def _keep_lines(stream: IO[str], into: deque[str]) -> None:
+    """Read ``stream`` to its end into ``into`` (the training run's stderr)."""
+    try:
+        into.extend(stream)
+    except (ValueError, OSError):  # the pipe was closed under us: the run was interrupted
+        return
