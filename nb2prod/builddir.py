@@ -48,24 +48,9 @@ class BuildDir:
         return self.root / BUILD_RECORD
 
     @property
-    def train_script(self) -> Path:
-        """``train.py``: the notebook's training cells in order."""
-        return self.root / "train.py"
-
-    @property
     def model_code(self) -> Path:
         """``model_code.py``: the notebook's serving code."""
         return self.root / "model_code.py"
-
-    @property
-    def requirements(self) -> Path:
-        """``requirements.txt``: pins for training (a superset of the serving pins)."""
-        return self.root / "requirements.txt"
-
-    @property
-    def requirements_serving(self) -> Path:
-        """``requirements-serving.txt``: the pins the image installs."""
-        return self.root / "requirements-serving.txt"
 
     # -- what training writes ---------------------------------------------------------
     @property
@@ -122,10 +107,6 @@ class BuildDir:
             return read_golden(self.model_dir)
         except CardError as err:
             raise ConfigError(f"{self.root} has no usable golden set: {err}") from err
-
-    def build_record(self) -> dict[str, Any]:
-        """``build.json``; ConfigError when this is not a directory nb2prod rendered."""
-        return read_json(self.build_record_path, "nb2prod generate or nb2prod build")
 
     def image(self) -> ImageRecord | None:
         """The image ``nb2prod build`` last built here, or None."""

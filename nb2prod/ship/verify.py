@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..builddir import BuildDir
 from ..errors import ParityError
 from ..models import ParityReport, TrainedArtifact
 from ..runtime.app import create_app
@@ -76,7 +77,7 @@ def _service_logs_silenced() -> Iterator[None]:
 def _load_model_code(context_dir: Path) -> ModuleType:
     """Import the context's model_code.py under a unique name (several builds, one process)."""
     name = f"nb2prod_model_code_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, context_dir / "model_code.py")
+    spec = importlib.util.spec_from_file_location(name, BuildDir(context_dir).model_code)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(context_dir))  # local modules copied beside it
