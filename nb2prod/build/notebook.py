@@ -21,6 +21,7 @@ import nbformat
 from ..errors import ConfigError, NotebookError
 from ..models import ROLES, SERVING_ROLES, Cell, ImportBinding, NotebookSpec
 from ..naming import repository_name
+from .determinism import refuse_random_draws
 from .names import name_use, parameter_assignments
 from .pip_hints import pip_install_hints
 from .secrets import refuse_secret_parameters
@@ -65,6 +66,7 @@ def read_notebook(path: Path, overrides: dict[str, Any] | None = None) -> Notebo
     applied = _apply_overrides(parameters, overrides or {}, cells)
     refuse_secret_parameters(cells, applied)
     _refuse_fitting_on_serving_path(cells)
+    refuse_random_draws(cells, imports.values())
     preprocess_style = _style(cells, "preprocess")
     predict_style = _style(cells, "predict")
     serving_reads = _resolve_serving_reads(cells, imports, notices)
