@@ -47,6 +47,8 @@ class Cell:
         None  # script style: last assigned name; None when it ends in an expression
     )
     ends_with_expression: bool = False
+    # `# nb2prod: strict` or --strict: no record/replay here; a fit on the serving path is refused
+    strict: bool = False
 
     @property
     def first_line(self) -> str:
@@ -153,6 +155,7 @@ class BuildOptions:
     parameters: dict[str, Any] = field(default_factory=dict)
     force: bool = False
     template: Path | None = None
+    strict: bool = False  # refuse fits on the serving path instead of recording them
     docker: bool = True
     train_on_host: bool = False
     base_image: str | None = None

@@ -52,17 +52,27 @@ def _quiet(_: str) -> None:
     return None
 
 
-def check(path: Path, parameters: dict[str, Any] | None = None) -> NotebookSpec:
+def check(
+    path: Path, parameters: dict[str, Any] | None = None, *, strict: bool = False
+) -> NotebookSpec:
     """Validate the notebook contract without writing anything (``nb2prod check``)."""
-    spec, _, _ = _analyse(path, parameters)
+    spec, _, _ = _analyse(path, parameters, strict)
     return spec
 
 
+def check_plan(
+    path: Path, parameters: dict[str, Any] | None = None, *, strict: bool = False
+) -> tuple[NotebookSpec, ServingPlan]:
+    """:func:`check`, with the serving plan (its recorded sites) for the listing."""
+    spec, plan, _ = _analyse(path, parameters, strict)
+    return spec, plan
+
+
 def _analyse(
-    path: Path, parameters: dict[str, Any] | None
+    path: Path, parameters: dict[str, Any] | None, strict: bool = False
 ) -> tuple[NotebookSpec, ServingPlan, tuple[Requirement, ...]]:
     """Read the notebook, plan its serving and pin its imports: once per command."""
-    spec = notebook.read_notebook(path, parameters)
+    spec = notebook.read_notebook(path, parameters, strict=strict)
     plan = build_plan.serving_plan(spec)  # the serving shape problems check must catch too
     notices: list[str] = []
     pins = requirements.resolve_requirements(spec, notices)
@@ -80,9 +90,10 @@ def generate(
     parameters: dict[str, Any] | None = None,
     force: bool = False,
     template: Path | None = None,
+    strict: bool = False,
 ) -> BuildContext:
     """Write the build context for ``path`` and nothing else (``nb2prod generate``)."""
-    spec, plan, pins = _analyse(path, parameters)
+    spec, plan, pins = _analyse(path, parameters, strict)
     target = (output_dir or default_output(spec)).resolve()
     inputs = output.notebook_inputs(spec)
     with output.staged_directory(target, force, inputs) as staging:
@@ -102,7 +113,7 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     say = progress or _quiet
     steps = _Steps(options, say, None if options.quiet else progress)
     with steps.timed("check"):
-        spec, plan, pins = _analyse(options.notebook, options.parameters)
+        spec, plan, pins = _analyse(options.notebook, options.parameters, options.strict)
     for notice in spec.notices:
         say(f"notice: {notice}")
     engine = connect() if options.docker else None  # fail before training when there is none

@@ -17,7 +17,8 @@ from .. import __version__
 from ..models import SERVING_ROLES, TRAINING_ROLES, Cell, NotebookSpec
 from ..runtime.plan import CellsStep, FunctionStep, NoStep, ServingPlan
 from .names import names_read
-from .plan import tidy
+from .plan import serving_code, tidy
+from .sites import ALIAS, IMPORT
 
 STATE = "model/state.pkl"
 REQUEST = "the request rows (a DataFrame)"
@@ -37,12 +38,19 @@ class GeneratedCode:
 
 def generate_code(spec: NotebookSpec, plan: ServingPlan) -> GeneratedCode:
     """The text of train.py and model_code.py for ``spec`` served as ``plan`` says."""
+    code = serving_code(spec)
+    replays = any(ALIAS in code[c.number] for c in spec.cells_with_roles(SERVING_ROLES))
+    frozen = (IMPORT,) if replays else ()
     return GeneratedCode(
         train_header=_train_header(spec),
-        train_imports=_import_block(spec, TRAINING_ROLES, extra=_training_imports(spec)),
-        train_body=_train_body(spec),
+        train_imports=_import_block(
+            spec, TRAINING_ROLES, extra=(*_training_imports(spec), *frozen)
+        ),
+        train_body=_train_body(spec, code, _first_serving_cell(plan)),
         serving_header=_serving_header(spec),
-        serving_imports=_import_block(spec, SERVING_ROLES, extra=("from typing import Any",)),
+        serving_imports=_import_block(
+            spec, SERVING_ROLES, extra=("from typing import Any", *frozen)
+        ),
         serving_body=_after_imports(_serving_body(spec, plan)),
     )
 
@@ -128,10 +136,26 @@ def _train_header(spec: NotebookSpec) -> str:
     )
 
 
-def _train_body(spec: NotebookSpec) -> str:
+def _first_serving_cell(plan: ServingPlan) -> int | None:
+    """The cell before which training snapshots the raw input (script style only)."""
+    for step in (plan.preprocess, plan.predict):
+        if isinstance(step, CellsStep):
+            return step.cells[0]
+        if isinstance(step, FunctionStep):
+            return None
+    return None
+
+
+def _train_body(spec: NotebookSpec, rewritten: dict[int, str], snapshot_at: int | None) -> str:
     blocks: list[str] = []
     for cell in spec.cells_with_roles(TRAINING_ROLES):
-        code = tidy(cell.code)
+        if cell.number == snapshot_at:
+            blocks.append(
+                "# The raw input as the serving cells first read it (schema, golden rows, and\n"
+                "# the shape each request's rows are given).\n"
+                "nb2prod_training.serving_starts(globals())"
+            )
+        code = tidy(rewritten[cell.number])
         if cell.role == "parameters" and spec.parameter_overrides:
             overrides = "\n".join(
                 f"{name} = {value!r}"

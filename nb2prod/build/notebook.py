@@ -13,6 +13,7 @@ import ast
 import hashlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,20 @@ FIT_METHODS = frozenset({"fit", "fit_transform", "fit_predict", "partial_fit", "
 PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
 
 _ROLE_COMMENT = re.compile(r"^\s*#\s*nb2prod\s*:\s*([\w-]+)\s*$")
+#: A line that keeps a cell out of record/replay (the fit refusal applies instead).
+STRICT_DIRECTIVE = "strict"
 _SHELL_ASSIGN = re.compile(r"^\s*[\w.]+\s*=\s*[!%]")
 _PIP = re.compile(r"^\s*[!%]\s*(?:python -m\s+)?pip3?\s+install\s+(.*)$")
 
 
-def read_notebook(path: Path, overrides: dict[str, Any] | None = None) -> NotebookSpec:
-    """Read ``path`` and return its spec; raise NotebookError when it breaks the contract."""
+def read_notebook(
+    path: Path, overrides: dict[str, Any] | None = None, *, strict: bool = False
+) -> NotebookSpec:
+    """Read ``path`` and return its spec; raise NotebookError when it breaks the contract.
+
+    ``strict`` (``--strict``) treats every serving cell as if it carried ``# nb2prod: strict``:
+    nothing is recorded and replayed there, and a fit on the serving path is refused.
+    """
     raw = _load(path)
     _check_kernel(raw)
     cells: list[Cell] = []
@@ -48,6 +57,8 @@ def read_notebook(path: Path, overrides: dict[str, Any] | None = None) -> Notebo
         if nb_cell.cell_type != "code":
             continue
         cell, cell_imports, pip_lines = _read_cell(number, nb_cell, notices)
+        if strict and not cell.strict:
+            cell = replace(cell, strict=True)
         for arguments in pip_lines:
             pip_hints.extend(pip_install_hints(arguments, path.resolve().parent, notices))
         for binding in cell_imports:
@@ -149,6 +160,9 @@ def _read_cell(
     source = nb_cell.source if isinstance(nb_cell.source, str) else "".join(nb_cell.source)
     role = _role(number, source, list(nb_cell.get("metadata", {}).get("tags", []) or []))
     lines = source.splitlines()
+    strict = any(
+        (m := _ROLE_COMMENT.match(line)) and m.group(1) == STRICT_DIRECTIVE for line in lines
+    )
     first_code = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first_code is not None and lines[first_code].lstrip().startswith("%%"):
         magic = lines[first_code].lstrip()[2:].split()[0] if lines[first_code].strip("% ") else ""
@@ -198,6 +212,7 @@ def _read_cell(
         defines=use.defines,
         result=result,
         ends_with_expression=ends_with_expression,
+        strict=strict,
     )
     return cell, bindings, pip_lines
 
@@ -224,7 +239,7 @@ def _role(number: int, source: str, tags: list[str]) -> str | None:
     roles = [tag for tag in tags if tag in ROLES]
     first = next((line for line in source.splitlines() if line.strip()), "")
     comment = _ROLE_COMMENT.match(first)
-    if comment:
+    if comment and comment.group(1) != STRICT_DIRECTIVE:
         if comment.group(1) not in ROLES:
             raise NotebookError(
                 f"cell {number}: unknown role {comment.group(1)!r} in {first.strip()!r}",
@@ -337,8 +352,9 @@ def _apply_overrides(
 
 
 def _refuse_fitting_on_serving_path(cells: list[Cell]) -> None:
+    """Strict cells keep the old rule: no fit on the serving path (others record and replay)."""
     for cell in cells:
-        if cell.role not in ("preprocess", "predict"):
+        if cell.role not in ("preprocess", "predict") or not cell.strict:
             continue
         for node in ast.walk(ast.parse(cell.code)):
             if (
@@ -348,9 +364,10 @@ def _refuse_fitting_on_serving_path(cells: list[Cell]) -> None:
             ):
                 raise NotebookError(
                     f"{cell.label}, line {node.lineno}: `.{node.func.attr}(` on the serving path "
-                    f"would fit state on each request's rows",
+                    f"would fit state on each request's rows (strict mode)",
                     hint="Fitted state belongs in a `train` cell: fit there and call "
-                    "`.transform(`/`.predict(` here.",
+                    "`.transform(`/`.predict(` here. Without --strict (or `# nb2prod: strict` "
+                    "in the cell), nb2prod records the fit at training and replays it.",
                 )
 
 

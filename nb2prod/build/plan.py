@@ -17,14 +17,25 @@ from ..errors import NotebookError
 from ..models import Cell, NotebookSpec
 from ..runtime.plan import CellsStep, FunctionStep, NoStep, ServingPlan, Step
 from .names import BUILTIN_NAMES, name_use
+from .sites import ALIAS, instrument
 
 SERVING_STEPS = ("preprocess", "predict", "monitor")
+#: Roles whose fits and statistics are recorded at training and replayed at serving. Monitor
+#: code is meant to compute statistics over recent rows, so it runs as written.
+REPLAYED_ROLES = frozenset({"preprocess", "predict"})
+
+
+def serving_code(spec: NotebookSpec) -> dict[int, str]:
+    """Each cell's code as training and serving run it: serving cells with their sites rewritten."""
+    rewritten = instrument(spec.cells, spec.imports, REPLAYED_ROLES).code
+    return {cell.number: rewritten.get(cell.number, cell.code) for cell in spec.cells}
 
 
 def serving_plan(spec: NotebookSpec) -> ServingPlan:
     """The serving plan for ``spec``; NotebookError when predict produces nothing to serve."""
     # Parameters and imports are module level in model_code.py, never serving state.
-    module_level = set(spec.parameters) | {b.name for b in spec.imports} | BUILTIN_NAMES
+    module_level = set(spec.parameters) | {b.name for b in spec.imports} | BUILTIN_NAMES | {ALIAS}
+    code = serving_code(spec)
     steps: dict[str, Step] = {}
     globals_read: list[str] = []
     defined: set[str] = set()
@@ -33,11 +44,11 @@ def serving_plan(spec: NotebookSpec) -> ServingPlan:
         if not cells:
             steps[role] = NoStep()
         elif role in {name for c in cells for name in c.defines}:
-            steps[role], reads, defines = _function_step(cells, role)
+            steps[role], reads, defines = _function_step(cells, role, code)
             globals_read.extend(n for n in reads if n not in module_level)
             defined |= defines
         else:
-            steps[role] = _cells_step(cells, module_level)
+            steps[role] = _cells_step(cells, module_level, code)
     # A helper one serving cell defines is code in model_code.py, not state to restore.
     for role, step in steps.items():
         if isinstance(step, CellsStep):
@@ -59,14 +70,15 @@ def serving_plan(spec: NotebookSpec) -> ServingPlan:
         globals=tuple(n for n in dict.fromkeys(globals_read) if n not in defined),
         calls=_calls(spec),
         evaluate_binds=tuple(n for c in spec.cells_with_role("evaluate") for n in c.binds),
+        sites=instrument(spec.cells, spec.imports, REPLAYED_ROLES).sites,
     )
 
 
 def _function_step(
-    cells: tuple[Cell, ...], role: str
+    cells: tuple[Cell, ...], role: str, code: dict[int, str]
 ) -> tuple[FunctionStep, tuple[str, ...], set[str]]:
     """The step, the globals its functions read and the names they define."""
-    definitions = _definitions("\n".join(tidy(c.code) for c in cells))
+    definitions = _definitions("\n".join(tidy(code[c.number]) for c in cells))
     use = name_use(ast.parse(definitions))
     step = FunctionStep(
         cells=tuple(c.number for c in cells),
@@ -77,8 +89,10 @@ def _function_step(
     return step, use.reads, set(use.defines)
 
 
-def _cells_step(cells: tuple[Cell, ...], module_level: set[str]) -> CellsStep:
-    code = "\n".join(tidy(c.code) for c in cells)
+def _cells_step(
+    cells: tuple[Cell, ...], module_level: set[str], rewritten: dict[int, str]
+) -> CellsStep:
+    code = "\n".join(tidy(rewritten[c.number]) for c in cells)
     use = name_use(ast.parse(code))
     last = cells[-1]
     return CellsStep(

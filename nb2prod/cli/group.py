@@ -28,13 +28,18 @@ def parameters(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 PARAM_HELP = "Override a notebook parameter: -p name=value (a Python literal). Repeatable."
+STRICT_HELP = (
+    "Refuse fits on the serving path (.fit(, .fit_transform() instead of recording them at "
+    "training and replaying them at serving; statistics like .mean() then run on each "
+    "request's rows). One cell: a `# nb2prod: strict` line."
+)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def context_options(command: F) -> F:
-    """NOTEBOOK, -o, -p, --force and --template: what generate and build share."""
+    """NOTEBOOK, -o, -p, --force, --template and --strict: what generate and build share."""
     decorators = [
         click.argument("notebook", type=click.Path(path_type=Path)),
         click.option(
@@ -51,6 +56,7 @@ def context_options(command: F) -> F:
             type=click.Path(path_type=Path, file_okay=False, exists=True),
             help="A cookiecutter template dir to use instead of nb2prod's own layout.",
         ),
+        click.option("--strict", is_flag=True, help=STRICT_HELP),
     ]
     for decorator in reversed(decorators):
         command = decorator(command)

@@ -11,32 +11,50 @@ from .. import pipeline
 from ..builddir import BuildDir
 from ..errors import ConfigError
 from ..models import BuildOptions, NotebookSpec
-from .group import EXIT_CODE_HELP, PARAM_HELP, cli, context_options, parameters, say
+from ..runtime.plan import ServingPlan
+from .group import (
+    EXIT_CODE_HELP,
+    PARAM_HELP,
+    STRICT_HELP,
+    cli,
+    context_options,
+    parameters,
+    say,
+)
 
 
 @cli.command()
 @click.argument("notebook", type=click.Path(path_type=Path))
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
-def check(notebook: Path, params: tuple[str, ...]) -> None:
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
+def check(notebook: Path, params: tuple[str, ...], strict: bool) -> None:
     """Validate NOTEBOOK against the contract; print cell roles and the serving state.
 
     Writes nothing. Exits 0 when `nb2prod build` would accept the notebook,
-    with exit code 3 (and the cell, line and fix) when it would not.
+    with exit code 3 (and the cell, line and fix) when it would not. Lists
+    the fits and statistics over the input rows that training will record
+    and serving will replay (cell, line, expression).
     """
-    spec = pipeline.check(notebook, parameters(params))
+    spec, plan = pipeline.check_plan(notebook, parameters(params), strict=strict)
     click.echo(_describe(spec))
+    click.echo(_describe_sites(plan))
 
 
 @cli.command()
 @context_options
 def generate(
-    notebook: Path, output: Path | None, params: tuple[str, ...], force: bool, template: Path | None
+    notebook: Path,
+    output: Path | None,
+    params: tuple[str, ...],
+    force: bool,
+    template: Path | None,
+    strict: bool,
 ) -> None:
     """Write the build context for NOTEBOOK (train.py, serving code, Dockerfile) only.
 
     Nothing is trained. Run `python DIR/train.py` yourself, or use `nb2prod build`.
     """
-    context = pipeline.generate(notebook, output, parameters(params), force, template)
+    context = pipeline.generate(notebook, output, parameters(params), force, template, strict)
     click.echo(f"wrote {context.path}")
 
 
@@ -80,6 +98,7 @@ def build(
     params: tuple[str, ...],
     force: bool,
     template: Path | None,
+    strict: bool,
     no_docker: bool,
     train_on_host: bool,
     base_image: str | None,
@@ -112,6 +131,7 @@ def build(
         parameters=parameters(params),
         force=force,
         template=template,
+        strict=strict,
         docker=not no_docker,
         train_on_host=train_on_host,
         base_image=base_image,
@@ -177,4 +197,13 @@ def _describe(spec: NotebookSpec) -> str:
     if spec.pip_hints:
         lines.append(f"pip hints: {', '.join(spec.pip_hints)}")
     lines.extend(f"notice: {notice}" for notice in spec.notices)
+    return "\n".join(lines)
+
+
+def _describe_sites(plan: ServingPlan) -> str:
+    """What training records and serving replays, one line per site."""
+    if not plan.sites:
+        return "recorded at training, replayed at serving: nothing (no fit or row statistic)"
+    lines = [f"recorded at training, replayed at serving ({len(plan.sites)}):"]
+    lines.extend(f"  {site.describe()}  [{site.kind}]" for site in plan.sites)
     return "\n".join(lines)

@@ -15,8 +15,12 @@ from typing import Any
 import cloudpickle
 import pandas as pd
 
+from . import frozen
 from .card import CARD_FILE, STATE_FILE, CardError, ModelCard, read_card
+from .frozen import Recording
+from .notebook_path import RAW_INPUTS_KEY, RECORDING_KEY
 from .plan import Bindings, CellsStep, FunctionStep, NoStep, ServingPlan, Step
+from .raw_inputs import RawInput, bind
 from .schema import FrameBuilder, predictions_to_list
 
 __all__ = ["ModelLoadError", "Predictor", "load_card"]
@@ -71,6 +75,10 @@ class Predictor:
         except Exception as err:  # unpickling can raise anything (missing module, bad file)
             raise ModelLoadError(f"cannot load the model state {state_path}: {err}") from err
         self._state = state
+        self._recording = Recording.from_state(state.get(RECORDING_KEY))
+        raw_inputs = [RawInput.from_state(raw) for raw in state.get(RAW_INPUTS_KEY) or ()]
+        self._raw_names = {raw.name for raw in raw_inputs}
+        self._bind = (lambda frame: bind(raw_inputs, frame)) if raw_inputs else None
         for name, value in _pick(state, plan.globals, "model_code").items():
             setattr(model_code, name, value)
         self._preprocess = self._plan_preprocess(plan.preprocess, bindings, model_code)
@@ -80,12 +88,18 @@ class Predictor:
     def _plan_preprocess(
         self, step: Step, bindings: Bindings, code: ModuleType
     ) -> Callable[[pd.DataFrame], Any]:
+        binder = self._bind
         match step:
             case NoStep():
-                return lambda frame: frame
+                if binder is None:
+                    return lambda frame: frame
+                name = bindings.features if bindings.features in self._raw_names else ""
+                return lambda frame: binder(frame).get(name, frame)
             case FunctionStep():
                 preprocess: Callable[[pd.DataFrame], Any] = code.preprocess
-                return preprocess
+                if binder is None:
+                    return preprocess
+                return lambda frame: preprocess(binder(frame).get("", frame))
             case CellsStep(reads=reads):
                 run = code.run_preprocess_cells
                 raw_input, output = bindings.raw_input, bindings.preprocess_output
@@ -94,10 +108,16 @@ class Predictor:
                         "the model card's serving plan names no raw input or output for the "
                         "preprocess cells; rebuild the model with nb2prod build"
                     )
-                bound = _pick(self._state, [n for n in reads if n != raw_input], "preprocess")
+                raw_names = self._raw_names or {raw_input}
+                names = [n for n in reads if n not in raw_names]
+                bound = _pick(self._state, names, "preprocess")
+                requested = [n for n in reads if n in raw_names]
 
                 def run_cells(frame: pd.DataFrame) -> Any:
-                    return run(**bound, **{raw_input: frame})[output]
+                    if binder is None:
+                        return run(**bound, **{raw_input: frame})[output]
+                    rows = binder(frame)
+                    return run(**bound, **{n: rows[n] for n in requested})[output]
 
                 return run_cells
         raise ModelLoadError(f"unknown preprocess step {step!r} in the model card")
@@ -137,8 +157,13 @@ class Predictor:
         return self._card.input_schema
 
     def predict_frame(self, frame: pd.DataFrame) -> list[Any]:
-        """Preprocess and predict a raw input frame; return JSON-ready predictions."""
-        return predictions_to_list(self._predict(self._preprocess(frame)))
+        """Preprocess and predict a raw input frame; return JSON-ready predictions.
+
+        Fits and statistics the serving code computes over its rows replay what the training
+        run recorded (nb2prod_runtime.frozen), one replay per call.
+        """
+        with frozen.replaying(self._recording):
+            return predictions_to_list(self._predict(self._preprocess(frame)))
 
     def predict_records(self, records: list[dict[str, Any]]) -> list[Any]:
         """Predict JSON records (``{column: value}``), e.g. the card's golden rows."""

@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import ast
 import traceback
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from . import frozen
+from .frozen import Recording
 from .plan import Bindings, CellsStep, FunctionStep, NoStep, ServingPlan
+from .raw_inputs import RawInput, bind, choose_raw_inputs
 from .schema import predictions_to_list
+
+#: Keys of model/state.pkl that are nb2prod's, not the notebook's (never identifiers).
+RECORDING_KEY = "nb2prod.recording"
+RAW_INPUTS_KEY = "nb2prod.raw_inputs"
 
 _CELL_CODE: dict[str, str] = {}  # exec'd cell code by filename, for error messages
 
@@ -34,9 +41,21 @@ class NotebookPath:
     from the cells as the notebook runs them, and serving must reproduce them.
     """
 
-    def __init__(self, ns: dict[str, Any], plan: ServingPlan) -> None:
+    def __init__(
+        self,
+        ns: dict[str, Any],
+        plan: ServingPlan,
+        recording: Recording | None = None,
+        snapshots: dict[str, Any] | None = None,
+        first_arguments: dict[str, Any] | None = None,
+    ) -> None:
         self.ns = ns
         self.plan = plan
+        self.recording = recording or Recording()
+        # The serving cells' inputs as they were before the first serving cell ran.
+        self.snapshots = snapshots or {}
+        self.first_arguments = first_arguments or {}
+        self.raw_inputs: list[RawInput] = []
         self.pre = plan.preprocess
         self.pred = plan.predict
         self.raw_name: str | None = None
@@ -60,8 +79,11 @@ class NotebookPath:
         self.raw_frame = self._raw_frame()
 
     def _raw_frame(self) -> pd.DataFrame:
-        """The raw training input: what preprocess (or predict, without one) was called on."""
+        """The raw training input: what preprocess (or predict, without one) first read."""
         if isinstance(self.pre, FunctionStep):
+            first = self.first_arguments.get("preprocess")
+            if first is not None:
+                return self._raw("", first, "preprocess()'s argument")
             call = self.plan.calls.get("preprocess")
             if not call:
                 raise ContractError(
@@ -69,12 +91,10 @@ class NotebookPath:
                     "`preprocess(...)`. Call it on the raw frame in a train or evaluate cell, "
                     "e.g. `model.fit(preprocess(X_train), y_train)`"
                 )
-            return self._frame(self._data_root(call[0]), f"preprocess({call[0]})")
+            return self._raw("", self._data_root(call[0]), f"preprocess({call[0]})")
         if isinstance(self.pre, CellsStep):
-            self.raw_name = self._raw_of_cells(self.pre)
-            frame = self._frame(self.ns[self.raw_name], self.raw_name)
             self.output_name = self._output_of_cells(self.pre)
-            return frame
+            return self._raw_of_cells(self.pre)
         if isinstance(self.pred, FunctionStep):
             call = self.plan.calls.get("predict", ())
             if len(call) < len(self.pred.params):
@@ -83,11 +103,28 @@ class NotebookPath:
                     "`predict(model, features)`. Call it once on the input frame, e.g. "
                     "`predict(model, X_test)`"
                 )
-            return self._frame(self._data_root(call[-1]), call[-1])
+            return self._raw("", self._data_root(call[-1]), call[-1])
         name = self.features_name
         assert name is not None
         self.raw_name = name
-        return self._frame(self._eval(name), name)
+        value = self.snapshots[name] if name in self.snapshots else self._eval(name)
+        return self._raw(name, value, name)
+
+    def _raw(self, name: str, value: Any, what: str) -> pd.DataFrame:
+        """One raw input ``value`` bound as ``name`` ("" for a function's argument)."""
+        if isinstance(value, pd.Series):
+            value = value.to_frame()
+        chosen = choose_raw_inputs({name: value})
+        if chosen is None:
+            raise ContractError(
+                f"the raw input `{what}` is a {type(value).__name__}, not a pandas DataFrame or "
+                "a 2-D NumPy array; serving takes rows of columns, so make the raw input a "
+                "DataFrame (e.g. load_iris(as_frame=True))"
+            )
+        self.raw_inputs, frame = chosen
+        if frame.empty:
+            raise ContractError(f"the raw input `{what}` is empty after training")
+        return frame
 
     def _argument(self, param: str, call: tuple[str, ...], index: int) -> Any:
         if index < len(call) and call[index]:
@@ -126,34 +163,26 @@ class NotebookPath:
         except Exception as err:
             raise ContractError(f"evaluating `{source}` after training failed: {err!r}") from err
 
-    def _frame(self, value: Any, what: str) -> pd.DataFrame:
-        if isinstance(value, pd.Series):
-            value = value.to_frame()
-        if not isinstance(value, pd.DataFrame):
+    def _raw_of_cells(self, pre: CellsStep) -> pd.DataFrame:
+        """The frames the preprocess cells read as raw input, as they were before they ran."""
+        values = {
+            n: self.snapshots[n] if n in self.snapshots else self.ns.get(n) for n in pre.reads
+        }
+        chosen = choose_raw_inputs(values, self.ns.get(self.output_name or ""))
+        if chosen is None:
             raise ContractError(
-                f"the raw input `{what}` is a {type(value).__name__}, not a pandas DataFrame; "
-                "serving takes rows of named columns, so make the raw input a DataFrame "
-                "(e.g. load_iris(as_frame=True))"
+                f"the preprocess cell(s) {list(pre.cells)} read no DataFrame (or 2-D NumPy "
+                "array) bound before them, so there is no raw input to serve. Read the raw rows "
+                "from a DataFrame variable (e.g. `features = raw[COLUMNS]`)"
             )
-        if value.empty:
-            raise ContractError(f"the raw input `{what}` is empty after training")
-        return value
-
-    def _raw_of_cells(self, pre: CellsStep) -> str:
-        frames = [n for n in pre.reads if isinstance(self.ns.get(n), pd.DataFrame)]
-        if len(frames) == 1:
-            return frames[0]
-        cells = list(pre.cells)
-        if not frames:
-            raise ContractError(
-                f"the preprocess cell(s) {cells} read no DataFrame bound before them, so "
-                "there is no raw input to serve. Read the raw rows from a DataFrame variable "
-                "(e.g. `features = raw[COLUMNS]`)"
-            )
-        raise ContractError(
-            f"the preprocess cell(s) {cells} read several DataFrames ({', '.join(frames)}); "
-            "nb2prod can't tell which is the raw input. Read exactly one raw DataFrame there"
+        self.raw_inputs, frame = chosen
+        self.raw_name = max(
+            (r.name for r in self.raw_inputs if r.kind != "list"),
+            key=lambda n: len(values[n]),
         )
+        if frame.empty:
+            raise ContractError(f"the raw input `{self.raw_name}` is empty after training")
+        return frame
 
     def _features_of_cells(self, pred: CellsStep) -> str:
         reads = pred.reads
@@ -199,9 +228,10 @@ class NotebookPath:
         """The notebook's predictions for ``frame`` (raw rows), as JSON values."""
         step = "preprocess"
         try:
-            features = self._preprocess(frame)
-            step = "predict"
-            result = self._predict(features)
+            with frozen.replaying(self.recording):
+                features = self._preprocess(frame)
+                step = "predict"
+                result = self._predict(features)
         except ContractError:
             raise
         except Exception as err:
@@ -219,21 +249,26 @@ class NotebookPath:
 
     def features(self, frame: pd.DataFrame) -> Any:
         """The notebook's preprocess output for raw rows ``frame``."""
-        return self._preprocess(frame)
+        with frozen.replaying(self.recording):
+            return self._preprocess(frame)
+
+    def _bound(self, frame: pd.DataFrame) -> dict[str, Any]:
+        return bind(self.raw_inputs, frame.copy())
 
     def _preprocess(self, frame: pd.DataFrame) -> Any:
         match self.pre:
             case FunctionStep():
-                return self.ns["preprocess"](frame.copy())
+                return self.ns["preprocess"](self._bound(frame).get("", frame))
             case CellsStep(code=code):
                 assert self.raw_name is not None
                 scope = dict(self.ns)
-                scope[self.raw_name] = frame.copy()
+                scope.update(self._bound(frame))
                 _CELL_CODE["<preprocess cells>"] = code
                 exec(compile(code, "<preprocess cells>", "exec"), scope)  # noqa: S102
                 return scope[self.output_name] if self.output_name else frame
             case _:
-                return frame.copy()
+                bound = self._bound(frame)
+                return bound.get(self.raw_name or "", bound.get("", frame))
 
     def _predict(self, features: Any) -> Any:
         assert self.features_name is not None
@@ -269,10 +304,14 @@ class NotebookPath:
         for step in (self.pre, self.pred, self.plan.monitor):
             if isinstance(step, CellsStep):
                 names.extend(step.reads)
-        skip = {self.raw_name, self.features_name}
+        skip = {self.raw_name, self.features_name, *(r.name for r in self.raw_inputs)}
         state = {n: self.ns[n] for n in dict.fromkeys(names) if n not in skip and n in self.ns}
         for param, value in self.args.items():
             state[_arg_key(param)] = value
+        # Plain data, not nb2prod classes: the state must load wherever the runtime is imported
+        # from (nb2prod.runtime at build, nb2prod_runtime in the service).
+        state[RECORDING_KEY] = self.recording.to_state()
+        state[RAW_INPUTS_KEY] = [asdict(raw) for raw in self.raw_inputs]
         return state
 
     def completed_plan(self) -> ServingPlan:

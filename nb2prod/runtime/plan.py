@@ -19,6 +19,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Bindings",
     "CellsStep",
+    "FrozenSite",
     "FunctionStep",
     "NoStep",
     "PlanError",
@@ -67,6 +68,21 @@ Step = NoStep | FunctionStep | CellsStep
 
 
 @dataclass(frozen=True)
+class FrozenSite:
+    """A fit or a statistic over the input rows in the serving code, recorded at training."""
+
+    number: int  # the number the rewritten code passes to nb2prod_runtime.frozen
+    cell: int
+    line: int  # line within the cell, as the notebook shows it
+    kind: str  # "fit" | "statistic" | "dummy columns" | "bins"
+    expression: str  # the call as written (shortened)
+
+    def describe(self) -> str:
+        """``cell 27, line 3: train_df["Age"].mean()`` for messages and listings."""
+        return f"cell {self.cell}, line {self.line}: {self.expression}"
+
+
+@dataclass(frozen=True)
 class Bindings:
     """What training found in the finished namespace: which names serving binds to what."""
 
@@ -91,6 +107,7 @@ class ServingPlan:
     calls: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     evaluate_binds: tuple[str, ...] = ()  # names the evaluate cells bind: metric candidates
     bindings: Bindings | None = None  # None until training completes the plan
+    sites: tuple[FrozenSite, ...] = ()  # fits and statistics recorded at training, replayed
 
     def to_json(self, *, source: bool = True) -> dict[str, Any]:
         """The JSON form; ``source=False`` leaves out the notebook's code (for the model card)."""
@@ -102,6 +119,16 @@ class ServingPlan:
             "globals": list(self.globals),
             "evaluate_binds": list(self.evaluate_binds),
             "bindings": None if self.bindings is None else _bindings_json(self.bindings),
+            "sites": [
+                {
+                    "number": s.number,
+                    "cell": s.cell,
+                    "line": s.line,
+                    "kind": s.kind,
+                    "expression": s.expression,
+                }
+                for s in self.sites
+            ],
         }
         if source:
             data["calls"] = {name: list(args) for name, args in self.calls.items()}
@@ -131,6 +158,7 @@ class ServingPlan:
             calls={str(name): _strings(calls, name, "`calls`") for name in calls},
             evaluate_binds=_strings(record, "evaluate_binds", "the serving plan"),
             bindings=None if bindings is None else _bindings(bindings),
+            sites=_sites(record.get("sites", [])),
         )
 
 
@@ -209,6 +237,28 @@ def _bindings(data: object) -> Bindings:
         predict_args=tuple((str(k), _text(args, k, f"{where}' predict_args")) for k in args),
         state=_strings(record, "state", where),
     )
+
+
+def _sites(data: object) -> tuple[FrozenSite, ...]:
+    where = "the serving plan's sites"
+    if not isinstance(data, list):
+        raise PlanError(f"{where} should be a list: {_REBUILD}")
+    sites = []
+    for item in data:
+        record = _mapping(item, where)
+        numbers = [record.get(key) for key in ("number", "cell", "line")]
+        if not all(type(n) is int for n in numbers):
+            raise PlanError(f"{where} need `number`, `cell` and `line` as integers: {_REBUILD}")
+        sites.append(
+            FrozenSite(
+                number=int(record["number"]),
+                cell=int(record["cell"]),
+                line=int(record["line"]),
+                kind=_text(record, "kind", where),
+                expression=_text(record, "expression", where),
+            )
+        )
+    return tuple(sites)
 
 
 def _mapping(data: object, where: str) -> Mapping[str, Any]:

@@ -8,6 +8,7 @@ notebook's own code, and writes ``model/`` (state + model card) atomically.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -25,6 +26,7 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 
+from . import frozen
 from .card import BUILD_RECORD, CARD_SCHEMA_VERSION, GoldenSet, ModelCard, write_model_dir
 from .monitoring.profile import reference_profile
 from .notebook_path import ContractError, NotebookPath
@@ -69,6 +71,31 @@ def start(train_file: str) -> None:
     )
     sys.path.insert(0, str(here))  # local modules copied beside train.py
     os.chdir(notebook_dir)
+    frozen.start_recording()
+
+
+def serving_starts(namespace: dict[str, Any]) -> None:
+    """Snapshot what the first serving cell reads: the raw input as serving will receive it.
+
+    The notebook may reassign or mutate its frames later (``df = df.drop(...)``); the schema,
+    the golden rows and the shape of each request's rows come from this snapshot.
+    """
+    plan: ServingPlan = _RUN["plan"]
+    step = plan.preprocess if isinstance(plan.preprocess, CellsStep) else plan.predict
+    if not isinstance(step, CellsStep):
+        return
+    values = {n: namespace[n] for n in step.reads if n in namespace and _is_raw_like(namespace[n])}
+    _RUN["snapshots"] = copy.deepcopy(values)
+
+
+def _is_raw_like(value: Any) -> bool:
+    if isinstance(value, (pd.DataFrame, pd.Series, np.ndarray)):
+        return True
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(v, (pd.DataFrame, np.ndarray)) for v in value)
+    )
 
 
 def save_model(namespace: dict[str, Any]) -> None:
@@ -87,7 +114,8 @@ def save_model(namespace: dict[str, Any]) -> None:
 def _save_model(ns: dict[str, Any]) -> None:
     spec: dict[str, Any] = _RUN["spec"]
     plan: ServingPlan = _RUN["plan"]
-    runner = NotebookPath(ns, plan)
+    recording, first_arguments = frozen.stop_recording()
+    runner = NotebookPath(ns, plan, recording, _RUN.get("snapshots"), first_arguments)
     raw = runner.raw_frame
     golden_frame = raw.sample(n=min(GOLDEN_ROWS, len(raw)), random_state=0)
     golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")

@@ -465,18 +465,20 @@ REFUSALS: dict[str, Refusal] = {
                 function_cells(),
                 3,
                 "def preprocess(df):\n    scaler = StandardScaler()\n"
-                "    return scaler.fit(df[['a', 'b']]).transform(df[['a', 'b']])",
+                "    return scaler.fit(df[['a', 'b']]).transform(df[['a', 'b']])\n"
+                "# nb2prod: strict",
                 ["preprocess"],
             )
         ),
-        ("cell 4 [preprocess]", "'def preprocess(df):'", "line 3", "`.fit(`"),
+        ("cell 4 [preprocess]", "'def preprocess(df):'", "line 3", "`.fit(`", "strict"),
     ),
     "fit_transform in script preprocess": Refusal(
         _notebook(
             replace(
                 script_cells(),
                 2,
-                "scaler = StandardScaler()\nfeatures = scaler.fit_transform(raw)",
+                "scaler = StandardScaler()\nfeatures = scaler.fit_transform(raw)\n"
+                "# nb2prod: strict",
                 ["preprocess"],
             )
         ),
@@ -488,7 +490,7 @@ REFUSALS: dict[str, Refusal] = {
                 function_cells(),
                 5,
                 "def predict(model, features):\n    model.fit(features, [0] * len(features))\n"
-                "    return model.predict(features)",
+                "    return model.predict(features)\n# nb2prod: strict",
                 ["predict"],
             )
         ),

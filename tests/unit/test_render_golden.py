@@ -128,7 +128,9 @@ def test_rendered_serving_code_passes_ruff(name: str, rendered: dict[str, Path])
             "-m",
             "ruff",
             "check",
-            "--isolated",
+            # The build directory's own lint settings (nb2prod_runtime is first-party there).
+            "--config",
+            str(rendered[name] / "ruff.toml"),
             "--select",
             "E,F,W,I",
             "--line-length",

@@ -1,0 +1,304 @@
+"""Find the fits and row statistics in the serving code and rewrite them for record/replay.
+
+A *site* is one call in a preprocess or predict cell whose result depends on all the rows it
+is given: a fit (``.fit_transform(``), a reduction along rows (``.mean()``, ``np.median(x)``),
+``pd.get_dummies(`` (its columns) or ``pd.cut(``/``pd.qcut(`` (their bins). Each site is
+rewritten, in place and on its own lines, into a call of ``nb2prod_runtime.frozen`` carrying
+its number; the rest of the cell stays as written. How the runtime records and replays them
+is in runtime/frozen.py.
+
+Row-wise work is left alone: ``axis=1``, the ``.str``/``.dt`` accessors, ``str.count("x")``,
+and anything inside a ``lambda`` (a per-element callback) or a class body (an estimator's own
+methods, which fitting records as a whole).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ..models import Cell, ImportBinding
+from ..runtime.plan import FrozenSite
+
+#: The alias the generated code imports nb2prod_runtime.frozen under.
+ALIAS = "nb2prod_frozen"
+IMPORT = f"from nb2prod_runtime import frozen as {ALIAS}"
+
+FIT_METHODS = frozenset({"fit", "fit_transform", "fit_predict", "partial_fit", "fit_resample"})
+#: Reductions along rows (pandas methods, and numpy's array methods of the same names).
+STAT_METHODS = frozenset(
+    {
+        "mean",
+        "median",
+        "std",
+        "var",
+        "min",
+        "max",
+        "sum",
+        "quantile",
+        "mode",
+        "value_counts",
+        "unique",
+        "nunique",
+        "count",
+    }
+)
+#: numpy functions that reduce along rows.
+NUMPY_STATS = frozenset(
+    {
+        "mean",
+        "median",
+        "std",
+        "var",
+        "min",
+        "max",
+        "amin",
+        "amax",
+        "sum",
+        "quantile",
+        "percentile",
+        "average",
+        "unique",
+        "nanmean",
+        "nanmedian",
+        "nanstd",
+        "nanvar",
+        "nanmin",
+        "nanmax",
+        "nansum",
+        "nanquantile",
+        "nanpercentile",
+    }
+)
+#: Methods whose first positional argument is the axis (``df.mean(1)`` is per row).
+_AXIS_FIRST = STAT_METHODS - {"quantile", "value_counts", "unique", "count"}
+ROW_AXIS = (1, "columns")
+KINDS = {"fit": "fit", "stat": "statistic", "call_stat": "statistic", "dummies": "dummy columns"}
+
+
+@dataclass(frozen=True)
+class Instrumented:
+    """The serving cells' code with every site rewritten, and the sites in notebook order."""
+
+    code: dict[int, str]  # cell number -> rewritten code (same line numbers as the cell)
+    sites: tuple[FrozenSite, ...]
+
+
+@dataclass(frozen=True)
+class _Found:
+    node: ast.Call
+    kind: str  # "fit" | "stat" | "call_stat" | "dummies" | "bins"
+
+
+def instrument(
+    cells: Sequence[Cell], imports: Sequence[ImportBinding], roles: frozenset[str]
+) -> Instrumented:
+    """Rewrite the sites of the cells whose role is in ``roles`` (strict cells stay as written)."""
+    return _instrument(tuple(cells), tuple(imports), roles)
+
+
+@lru_cache(maxsize=32)
+def _instrument(
+    cells: tuple[Cell, ...], imports: tuple[ImportBinding, ...], roles: frozenset[str]
+) -> Instrumented:
+    numpy, pandas = _module_names(imports, "numpy"), _module_names(imports, "pandas")
+    code: dict[int, str] = {}
+    sites: list[FrozenSite] = []
+    for cell in cells:
+        if cell.role not in roles or cell.strict or not cell.code.strip():
+            continue
+        try:
+            tree = ast.parse(cell.code)
+        except SyntaxError:
+            continue
+        found = _find(tree, numpy, pandas)
+        numbers = {id(f.node): len(sites) + i + 1 for i, f in enumerate(found)}
+        for f in found:
+            sites.append(
+                FrozenSite(
+                    number=numbers[id(f.node)],
+                    cell=cell.number,
+                    line=f.node.lineno,
+                    kind=KINDS.get(f.kind, "bins"),
+                    expression=_short(ast.get_source_segment(cell.code, f.node) or ""),
+                )
+            )
+        text = _Rewriter(cell.code, found, numbers).text() if found else cell.code
+        code[cell.number] = _decorate_role_function(text, cell)
+    return Instrumented(code=code, sites=tuple(sites))
+
+
+def _decorate_role_function(code: str, cell: Cell) -> str:
+    """Mark ``def preprocess``/``def predict`` in a cell of that role: each call is one run."""
+    if cell.role not in ("preprocess", "predict") or cell.role not in cell.defines:
+        return code
+    lines = code.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith((f"def {cell.role}(", f"async def {cell.role}(")):
+            first = index
+            while first > 0 and lines[first - 1].startswith("@"):
+                first -= 1
+            lines.insert(first, f'@{ALIAS}.role_run("{cell.role}")')
+            return "\n".join(lines)
+    return code
+
+
+def _module_names(imports: Sequence[ImportBinding], module: str) -> dict[str, str | None]:
+    """Names bound to ``module`` (value None) or to one of its functions (value: its name)."""
+    names: dict[str, str | None] = {}
+    for binding in imports:
+        if binding.module != module:
+            continue
+        if binding.statement.startswith("import "):
+            names[binding.name] = None
+        else:
+            imported = binding.statement.split(" import ")[1].split(" as ")[0]
+            names[binding.name] = imported
+    return names
+
+
+def _find(
+    tree: ast.Module, numpy: dict[str, str | None], pandas: dict[str, str | None]
+) -> list[_Found]:
+    found: list[_Found] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.Lambda, ast.ClassDef)):
+            return  # per-element callbacks; an estimator's own methods
+        if isinstance(node, ast.Call):
+            kind = _kind(node, numpy, pandas)
+            if kind:
+                found.append(_Found(node, kind))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return sorted(found, key=lambda f: (f.node.lineno, f.node.col_offset))
+
+
+def _kind(call: ast.Call, numpy: dict[str, str | None], pandas: dict[str, str | None]) -> str:
+    func = call.func
+    if isinstance(func, ast.Name):
+        if numpy.get(func.id) in NUMPY_STATS and not _row_axis(call, positional=1):
+            return "call_stat"
+        if pandas.get(func.id) == "get_dummies":
+            return "dummies"
+        if pandas.get(func.id) in ("cut", "qcut"):
+            return _bins_kind(call, pandas[func.id])
+        return ""
+    if not isinstance(func, ast.Attribute):
+        return ""
+    owner = func.value
+    module = owner.id if isinstance(owner, ast.Name) else None
+    if module in numpy and numpy[module] is None:
+        if func.attr in NUMPY_STATS and not _row_axis(call, positional=1):
+            return "call_stat"
+        return ""
+    if module in pandas and pandas[module] is None:
+        if func.attr == "get_dummies":
+            return "dummies"
+        return _bins_kind(call, func.attr) if func.attr in ("cut", "qcut") else ""
+    if func.attr in FIT_METHODS:
+        return "fit"
+    if func.attr not in STAT_METHODS:
+        return ""
+    if isinstance(owner, ast.Attribute) and owner.attr in ("str", "dt", "cat"):
+        return ""  # element-wise accessors
+    if func.attr == "count" and call.args:
+        return ""  # str.count("x") / list.count(x); DataFrame.count takes keywords
+    positional = 0 if func.attr in _AXIS_FIRST else None
+    return "" if _row_axis(call, positional) else "stat"
+
+
+def _bins_kind(call: ast.Call, function: str | None) -> str:
+    """``pd.qcut`` always depends on the data; ``pd.cut`` only with a number of bins."""
+    if function == "qcut":
+        return "bins"
+    given = [k.value for k in call.keywords if k.arg == "bins"] + call.args[1:2]
+    counted = any(isinstance(v, ast.Constant) and type(v.value) is int for v in given)
+    return "bins" if counted else ""
+
+
+def _row_axis(call: ast.Call, positional: int | None) -> bool:
+    """True when the call reduces along columns (``axis=1``): per row, so it runs live."""
+    values = [k.value for k in call.keywords if k.arg == "axis"]
+    if positional is not None and len(call.args) > positional:
+        values.append(call.args[positional])
+    return any(isinstance(v, ast.Constant) and v.value in ROW_AXIS for v in values)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class _Rewriter:
+    """Splices the rewritten calls into the cell's text, innermost sites first."""
+
+    def __init__(self, code: str, found: list[_Found], numbers: dict[int, int]) -> None:
+        self.code = code
+        self.numbers = numbers
+        self.kinds = {id(f.node): f.kind for f in found}
+        starts = [0]
+        for line in code.splitlines(keepends=True):
+            starts.append(starts[-1] + len(line))
+        self.starts = starts
+        self.lines = code.splitlines(keepends=True)
+        self.spans = sorted(
+            (
+                (self._offset(f.node, end=False), self._offset(f.node, end=True), f.node)
+                for f in found
+            ),
+            key=lambda s: (s[0], -s[1]),
+        )
+
+    def _offset(self, node: ast.AST, *, end: bool) -> int:
+        line = node.end_lineno if end else node.lineno
+        col = node.end_col_offset if end else node.col_offset
+        assert line is not None and col is not None
+        text = self.lines[line - 1] if line - 1 < len(self.lines) else ""
+        return self.starts[line - 1] + len(text.encode()[:col].decode(errors="ignore"))
+
+    def text(self) -> str:
+        return self._render(0, len(self.code))
+
+    def _render(self, start: int, end: int) -> str:
+        out: list[str] = []
+        position = start
+        for s, e, node in self.spans:
+            if s < position or e > end or s < start:
+                continue
+            out.append(self.code[position:s])
+            out.append(self._replacement(node))
+            position = e
+        out.append(self.code[position:end])
+        return "".join(out)
+
+    def _span(self, node: ast.AST) -> str:
+        return self._render(self._offset(node, end=False), self._offset(node, end=True))
+
+    def _arguments(self, call: ast.Call) -> str:
+        parts: list[ast.AST] = [*call.args, *call.keywords]
+        if not parts:
+            return ""
+        start = min(self._offset(p, end=False) for p in parts)
+        stop = max(self._offset(p, end=True) for p in parts)
+        text = self._render(start, stop)
+        return ", " + text + ("\n" if "#" in text else "")
+
+    def _replacement(self, call: ast.Call) -> str:
+        number = self.numbers[id(call)]
+        kind = self.kinds[id(call)]
+        args = self._arguments(call)
+        if kind in ("call_stat", "dummies", "bins"):
+            return f"{ALIAS}.{kind}({number}, {self._span(call.func)}{args})"
+        func = call.func
+        assert isinstance(func, ast.Attribute)
+        receiver = self._span(func.value)
+        if kind == "fit":
+            return f'{ALIAS}.fit({number}, {receiver}, "{func.attr}"{args})'
+        if not isinstance(func.value, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)):
+            receiver = f"({receiver})"
+        return f'{ALIAS}.stat({number}, lambda: {receiver}, "{func.attr}"{args})'
