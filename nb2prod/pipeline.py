@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 # Heavy stages (FastAPI, docker, Google and Kubernetes clients) are imported where
 # they are used, so `nb2prod check` stays a fast lint.
-from .build import notebook, output, render, requirements
+from .build import notebook, output, render, requirements, sites
 from .build import plan as build_plan
 from .builddir import BuildDir
 from .engine import (
@@ -74,7 +74,7 @@ def _analyse(
     """Read the notebook, plan its serving and pin its imports: once per command."""
     spec = notebook.read_notebook(path, parameters, strict=strict)
     plan = build_plan.serving_plan(spec)  # the serving shape problems check must catch too
-    notices: list[str] = []
+    notices: list[str] = sites.evaluation_notices(spec.cells, plan.sites)
     pins = requirements.resolve_requirements(spec, notices)
     return replace(spec, notices=(*spec.notices, *notices)), plan, pins
 
@@ -187,6 +187,12 @@ class _Steps:
                 engine=engine if in_container else None,
                 base_image=options.base_image,
                 timeout=options.train_timeout,
+            )
+        for site in artifact.card.recorded:
+            runs = f" ({site['runs']} runs)" if site["runs"] > 1 else ""
+            self.say(
+                f"recorded: cell {site['cell']}, line {site['line']}: {site['expression']} -> "
+                f"{site['value']}{runs}"
             )
         with self.timed("parity"):
             from .ship import verify

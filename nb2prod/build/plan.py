@@ -71,6 +71,7 @@ def serving_plan(spec: NotebookSpec) -> ServingPlan:
         calls=_calls(spec),
         evaluate_binds=tuple(n for c in spec.cells_with_role("evaluate") for n in c.binds),
         sites=instrument(spec.cells, spec.imports, REPLAYED_ROLES).sites,
+        suspects=instrument(spec.cells, spec.imports, REPLAYED_ROLES).suspects,
     )
 
 

@@ -15,6 +15,7 @@ methods, which fitting records as a whole).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -75,7 +76,47 @@ NUMPY_STATS = frozenset(
 #: Methods whose first positional argument is the axis (``df.mean(1)`` is per row).
 _AXIS_FIRST = STAT_METHODS - {"quantile", "value_counts", "unique", "count"}
 ROW_AXIS = (1, "columns")
-KINDS = {"fit": "fit", "stat": "statistic", "call_stat": "statistic", "dummies": "dummy columns"}
+KINDS = {
+    "fit": "fit",
+    "stat": "statistic",
+    "call_stat": "statistic",
+    "dummies": "dummy columns",
+    "target": "target",
+}
+#: Keyword arguments that carry the target into a data container (xgboost's DMatrix,
+#: LightGBM's Dataset, CatBoost's Pool): a request has no target, so serving passes None.
+TARGET_KEYWORDS = frozenset({"label"})
+#: Calls whose result for a row depends on the other rows, and that nb2prod does not record.
+#: Listed so that a failed batch-invariance check can point at the likely line.
+BATCH_DEPENDENT = frozenset(
+    {
+        "transform",
+        "rank",
+        "shift",
+        "cumsum",
+        "cumprod",
+        "cummax",
+        "cummin",
+        "rolling",
+        "expanding",
+        "ewm",
+        "diff",
+        "pct_change",
+        "describe",
+        "agg",
+        "aggregate",
+        "corr",
+        "cov",
+        "nlargest",
+        "nsmallest",
+        "drop_duplicates",
+        "interpolate",
+        "ffill",
+        "bfill",
+        "len",
+    }
+)
+NOT_RECORDED = "not recorded"
 
 
 @dataclass(frozen=True)
@@ -84,11 +125,13 @@ class Instrumented:
 
     code: dict[int, str]  # cell number -> rewritten code (same line numbers as the cell)
     sites: tuple[FrozenSite, ...]
+    # Calls that depend on the other rows and are not recorded (number 0), for diagnosis.
+    suspects: tuple[FrozenSite, ...] = ()
 
 
 @dataclass(frozen=True)
 class _Found:
-    node: ast.Call
+    node: ast.expr  # a call, or the value of a `label=` keyword (kind "target")
     kind: str  # "fit" | "stat" | "call_stat" | "dummies" | "bins"
 
 
@@ -106,6 +149,7 @@ def _instrument(
     numpy, pandas = _module_names(imports, "numpy"), _module_names(imports, "pandas")
     code: dict[int, str] = {}
     sites: list[FrozenSite] = []
+    suspects: list[FrozenSite] = []
     for cell in cells:
         if cell.role not in roles or cell.strict or not cell.code.strip():
             continue
@@ -113,7 +157,10 @@ def _instrument(
             tree = ast.parse(cell.code)
         except SyntaxError:
             continue
-        found = _find(tree, numpy, pandas)
+        unique: dict[int, _Found] = {}
+        for f in _find(tree, numpy, pandas):
+            unique.setdefault(id(f.node), f)  # one site per call (a target that is a statistic)
+        found = list(unique.values())
         numbers = {id(f.node): len(sites) + i + 1 for i, f in enumerate(found)}
         for f in found:
             sites.append(
@@ -127,7 +174,25 @@ def _instrument(
             )
         text = _Rewriter(cell.code, found, numbers).text() if found else cell.code
         code[cell.number] = _decorate_role_function(text, cell)
-    return Instrumented(code=code, sites=tuple(sites))
+        suspects.extend(_suspects(cell, tree, {id(f.node) for f in found}))
+    return Instrumented(code=code, sites=tuple(sites), suspects=tuple(suspects))
+
+
+def _suspects(cell: Cell, tree: ast.Module, recorded: set[int]) -> list[FrozenSite]:
+    """Unrecorded calls in ``cell`` whose value for a row may depend on the other rows."""
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or id(node) in recorded:
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        inside = name in STAT_METHODS and not _row_axis(node, 0 if name in _AXIS_FIRST else None)
+        if name == "transform" and not _group_transform(node):
+            continue  # an estimator's transform(X) is per row
+        if name in BATCH_DEPENDENT or inside:
+            text = _short(ast.get_source_segment(cell.code, node) or name)
+            out.append(FrozenSite(0, cell.number, node.lineno, NOT_RECORDED, text))
+    return sorted(out, key=lambda s: s.line)
 
 
 def _decorate_role_function(code: str, cell: Cell) -> str:
@@ -143,6 +208,40 @@ def _decorate_role_function(code: str, cell: Cell) -> str:
             lines.insert(first, f'@{ALIAS}.role_run("{cell.role}")')
             return "\n".join(lines)
     return code
+
+
+_EVALUATION_NAME = re.compile(r"(^|_)(test|val|valid|validation|eval|holdout)(_|\d|$)", re.I)
+
+
+def evaluation_notices(cells: Sequence[Cell], sites: Sequence[FrozenSite]) -> list[str]:
+    """Notices for sites that learn from a frame named like evaluation data (``x_test``).
+
+    The notebook did that, so serving replays it (parity with the notebook), but it is
+    usually a leak the author did not mean.
+    """
+    by_number = {cell.number: cell for cell in cells}
+    notices = []
+    for site in sites:
+        cell = by_number.get(site.cell)
+        if cell is None:
+            continue
+        try:
+            tree = ast.parse(site.expression.replace("...", ""), mode="eval")
+        except SyntaxError:
+            continue
+        call = tree.body
+        if not isinstance(call, ast.Call):
+            continue
+        target = call.args[0] if site.kind == "fit" and call.args else call.func
+        names = [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+        learned = next((n for n in names if _EVALUATION_NAME.search(n)), None)
+        if learned:
+            notices.append(
+                f"{site.describe()} learns from evaluation data (`{learned}`); serving replays "
+                "what it learned there, as the notebook did. Fit on the training rows to avoid "
+                "the leak"
+            )
+    return notices
 
 
 def _module_names(imports: Sequence[ImportBinding], module: str) -> dict[str, str | None]:
@@ -171,6 +270,9 @@ def _find(
             kind = _kind(node, numpy, pandas)
             if kind:
                 found.append(_Found(node, kind))
+            for keyword in node.keywords:
+                if keyword.arg in TARGET_KEYWORDS and not _is_none(keyword.value):
+                    found.append(_Found(keyword.value, "target"))
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -210,6 +312,20 @@ def _kind(call: ast.Call, numpy: dict[str, str | None], pandas: dict[str, str | 
         return ""  # str.count("x") / list.count(x); DataFrame.count takes keywords
     positional = 0 if func.attr in _AXIS_FIRST else None
     return "" if _row_axis(call, positional) else "stat"
+
+
+def _group_transform(call: ast.Call) -> bool:
+    """``df.groupby(k)[c].transform("median")``: a statistic per group of the request's rows."""
+    named = any(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in call.args)
+    grouped = any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "groupby"
+        for n in ast.walk(call.func)
+    )
+    return named or grouped
+
+
+def _is_none(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
 
 
 def _bins_kind(call: ast.Call, function: str | None) -> str:
@@ -264,11 +380,11 @@ class _Rewriter:
     def text(self) -> str:
         return self._render(0, len(self.code))
 
-    def _render(self, start: int, end: int) -> str:
+    def _render(self, start: int, end: int, inside: ast.AST | None = None) -> str:
         out: list[str] = []
         position = start
         for s, e, node in self.spans:
-            if s < position or e > end or s < start:
+            if s < position or e > end or s < start or node is inside:
                 continue
             out.append(self.code[position:s])
             out.append(self._replacement(node))
@@ -288,9 +404,14 @@ class _Rewriter:
         text = self._render(start, stop)
         return ", " + text + ("\n" if "#" in text else "")
 
-    def _replacement(self, call: ast.Call) -> str:
-        number = self.numbers[id(call)]
-        kind = self.kinds[id(call)]
+    def _replacement(self, node: ast.expr) -> str:
+        number = self.numbers[id(node)]
+        kind = self.kinds[id(node)]
+        if kind == "target":
+            text = self._render(self._offset(node, end=False), self._offset(node, end=True), node)
+            return f"{ALIAS}.target({number}, lambda: {text})"
+        assert isinstance(node, ast.Call)
+        call = node
         args = self._arguments(call)
         if kind in ("call_stat", "dummies", "bins"):
             return f"{ALIAS}.{kind}({number}, {self._span(call.func)}{args})"

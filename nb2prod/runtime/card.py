@@ -74,6 +74,8 @@ class ModelCard:
     output: dict[str, str]  # {"kind": "label" | "number" | "vector"}
     serving: ServingPlan  # how serving calls the notebook's code, completed by training
     reference_profile: dict[str, Any] = field(default_factory=dict)  # drift reference
+    # What training recorded and serving replays: cell, line, expression, runs, value (short).
+    recorded: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = CARD_SCHEMA_VERSION
 
     @property
@@ -102,7 +104,7 @@ class ModelCard:
         values: dict[str, Any] = {}
         for spec in fields(cls):
             if spec.name not in data:
-                if spec.name == "reference_profile":
+                if spec.name in _OPTIONAL_FIELDS:
                     continue
                 raise CardError(f"{source} has no `{spec.name}` field. {_REBUILD}")
             values[spec.name] = data[spec.name]
@@ -121,6 +123,7 @@ class ModelCard:
         return cls(**values)
 
 
+_OPTIONAL_FIELDS = frozenset({"reference_profile", "recorded"})
 _FIELD_TYPES: dict[str, type] = {
     "name": str,
     "model_version": str,
@@ -131,6 +134,7 @@ _FIELD_TYPES: dict[str, type] = {
     "input_schema": dict,
     "output": dict,
     "reference_profile": dict,
+    "recorded": list,
 }
 _JSON_NAMES = {str: "string", dict: "object", list: "array"}
 

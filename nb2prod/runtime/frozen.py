@@ -50,6 +50,7 @@ __all__ = [
     "start_recording",
     "stat",
     "stop_recording",
+    "target",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,9 +85,40 @@ class Recording:
             return cls()
         return cls(values=dict(data.get("values") or {}), live=set(data.get("live") or ()))
 
-    def summary(self) -> dict[int, tuple[int, Any]]:
-        """Per recorded site: how often it ran and its first value."""
-        return {site: (len(v), v[0]) for site, v in self.values.items() if v}
+    def describe(self, site: int) -> tuple[int, str]:
+        """How often ``site`` ran in training and a short rendering of its values.
+
+        Aggregates only (a number, a count of levels, an object's type): the rendering goes
+        into the model card, and training rows must never.
+        """
+        values = self.values.get(site, [])
+        shown = ", ".join(_render(v) for v in values[:3]) + (", ..." if len(values) > 3 else "")
+        return len(values), shown
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if (
+        isinstance(value, (int, float))
+        or type(value).__module__ == "numpy"
+        and not hasattr(value, "shape")
+    ):
+        try:
+            return f"{float(value):.4g}"
+        except (TypeError, ValueError):
+            return type(value).__name__
+    if isinstance(value, dict):  # dummy columns
+        return f"{len(value)} columns"
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple):
+        if len(shape) == 1 and shape[0] == 1 and str(getattr(value, "dtype", "")) != "object":
+            return _render(value.tolist()[0]) if hasattr(value, "tolist") else "1 value"
+        size = shape[0] if shape else 1
+        return f"{type(value).__name__} of {size} values"
+    if isinstance(value, str):
+        return "a text value"
+    return f"fitted {type(value).__name__}"
 
 
 class _Run:
@@ -119,6 +151,13 @@ class _Recorder:
         self.stack: list[dict[int, list[Any]]] = []
         self.live: set[int] = set()
         self.first_arguments: dict[str, Any] = {}
+        # The stack that started the recording (train.py's module level): the walk up from a
+        # site stops there.
+        self.base: list[Any] = []
+        frame = sys._getframe(2)
+        while frame is not None:
+            self.base.append(frame)
+            frame = frame.f_back
 
     def note(self, site: int, value: Any) -> None:
         trace = self.stack[-1] if self.stack else self.cells
@@ -259,11 +298,33 @@ def fit(site: int, receiver: Any, method: str, *args: Any, **kwargs: Any) -> Any
     return fitted.transform(data)
 
 
-def dummies(site: int, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``pd.get_dummies(...)`` with the training run's columns (missing ones filled with 0)."""
-    result = function(*args, **kwargs)
+def target(site: int, value: Callable[[], Any]) -> Any:
+    """A ``label=`` argument: the training target as written, ``None`` at serving.
+
+    A request has no target; code like ``xgb.DMatrix(X_test, label=y_test)`` would otherwise
+    fail on the length of ``y_test``, which belongs to the training run.
+    """
     run = _ACTIVE.get()
-    if run is None or site not in run.recording.values:
+    if run is not None:
+        return None
+    result = value()
+    if _RECORDER is not None:
+        _RECORDER.note(site, None)
+    return result
+
+
+def dummies(site: int, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``pd.get_dummies(...)`` with the training run's columns (missing ones filled with 0).
+
+    Replayed, ``drop_first`` is not applied to the request's rows (one row would lose its only
+    level); the reindex to the training columns drops what training dropped.
+    """
+    run = _ACTIVE.get()
+    replay = run is not None and site in run.recording.values
+    if replay and kwargs.get("drop_first"):
+        kwargs = {**kwargs, "drop_first": False}
+    result = function(*args, **kwargs)
+    if run is None or not replay:
         if _RECORDER is not None and run is None and hasattr(result, "columns"):
             _RECORDER.note(site, dict(result.dtypes.items()))
         return result
@@ -351,22 +412,23 @@ def _holds_rows(obj: Any) -> bool:
 def _called_back() -> bool:
     """True when notebook code runs inside a library callback (``apply``, ``map``): per element.
 
-    Walks from the notebook code that reached this module up to the training script's module
-    level; any library frame in between (other than pass-through calls like ``DataFrame.pipe``)
-    means the site runs per element or per row, not over the input rows.
+    Walks from the notebook code that reached this module up to the stack that started the
+    recording (train.py's module level); a library frame on the way (other than pass-through
+    calls like ``DataFrame.pipe``) means the site runs per element or per row, not over the
+    input rows.
     """
+    recorder = _RECORDER
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename == __file__:
         frame = frame.f_back
-    if frame is None:
+    if frame is None or recorder is None:
         return False
     home = frame.f_code.co_filename
     while frame is not None:
+        if any(frame is base for base in recorder.base):
+            return False
         code = frame.f_code
-        if code.co_filename == home:
-            if code.co_name == "<module>":
-                return False
-        elif code.co_filename != __file__ and code.co_name not in _PASS_THROUGH:
+        if code.co_filename not in (home, __file__) and code.co_name not in _PASS_THROUGH:
             return True
         frame = frame.f_back
     return False

@@ -243,7 +243,8 @@ class NotebookPath:
             raise ContractError(
                 f"the {step} step, {labels}, fails on {what} of the raw input `{raw}`"
                 + (f" at `{line}`" if line else "")
-                + f": {type(err).__name__}: {err}. Serving runs it on request rows like these"
+                + f": {type(err).__name__}: {_first_line(err)}. Serving runs it on request rows "
+                "like these"
             ) from err
         return predictions_to_list(result)
 
@@ -356,6 +357,11 @@ def _same_features(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
     return False
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message (messages are one line in nb2prod's errors)."""
+    return next((line for line in str(err).splitlines() if line.strip()), "").rstrip(".")
 
 
 def _failing_line(err: BaseException) -> str:

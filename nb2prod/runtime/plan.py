@@ -108,6 +108,8 @@ class ServingPlan:
     evaluate_binds: tuple[str, ...] = ()  # names the evaluate cells bind: metric candidates
     bindings: Bindings | None = None  # None until training completes the plan
     sites: tuple[FrozenSite, ...] = ()  # fits and statistics recorded at training, replayed
+    # Unrecorded calls that may depend on the other rows: where a skew message points.
+    suspects: tuple[FrozenSite, ...] = ()
 
     def to_json(self, *, source: bool = True) -> dict[str, Any]:
         """The JSON form; ``source=False`` leaves out the notebook's code (for the model card)."""
@@ -119,16 +121,8 @@ class ServingPlan:
             "globals": list(self.globals),
             "evaluate_binds": list(self.evaluate_binds),
             "bindings": None if self.bindings is None else _bindings_json(self.bindings),
-            "sites": [
-                {
-                    "number": s.number,
-                    "cell": s.cell,
-                    "line": s.line,
-                    "kind": s.kind,
-                    "expression": s.expression,
-                }
-                for s in self.sites
-            ],
+            "sites": [_site_json(s) for s in self.sites],
+            "suspects": [_site_json(s) for s in self.suspects],
         }
         if source:
             data["calls"] = {name: list(args) for name, args in self.calls.items()}
@@ -159,6 +153,7 @@ class ServingPlan:
             evaluate_binds=_strings(record, "evaluate_binds", "the serving plan"),
             bindings=None if bindings is None else _bindings(bindings),
             sites=_sites(record.get("sites", [])),
+            suspects=_sites(record.get("suspects", [])),
         )
 
 
@@ -237,6 +232,16 @@ def _bindings(data: object) -> Bindings:
         predict_args=tuple((str(k), _text(args, k, f"{where}' predict_args")) for k in args),
         state=_strings(record, "state", where),
     )
+
+
+def _site_json(site: FrozenSite) -> dict[str, Any]:
+    return {
+        "number": site.number,
+        "cell": site.cell,
+        "line": site.line,
+        "kind": site.kind,
+        "expression": site.expression,
+    }
 
 
 def _sites(data: object) -> tuple[FrozenSite, ...]:

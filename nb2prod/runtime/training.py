@@ -32,6 +32,7 @@ from .monitoring.profile import reference_profile
 from .notebook_path import ContractError, NotebookPath
 from .plan import CellsStep, PlanError, ServingPlan
 from .schema import infer_schema, to_jsonable
+from .skew import SkewError, check_skew, null_row, nullable_columns
 
 #: How many raw training rows make the golden set.
 GOLDEN_ROWS = 8
@@ -39,6 +40,10 @@ GOLDEN_ROWS = 8
 PROFILE_PREDICTION_ROWS = 2000
 #: Exit code of train.py when the notebook breaks the serving contract (not a crash).
 CONTRACT_EXIT_CODE = 3
+#: Exit code of train.py when a row's answer depends on its batch or on chance (skew).
+SKEW_EXIT_CODE = 6
+#: At most this many rows with nulls join the golden set (one per nullable column).
+NULL_GOLDEN_ROWS = 16
 ERROR_PREFIX = "nb2prod-error: "
 
 _RUN: dict[str, Any] = {}
@@ -106,6 +111,9 @@ def save_model(namespace: dict[str, Any]) -> None:
     """
     try:
         _save_model(namespace)
+    except SkewError as err:
+        print(ERROR_PREFIX + str(err), file=sys.stderr, flush=True)
+        raise SystemExit(SKEW_EXIT_CODE) from None
     except ContractError as err:
         print(ERROR_PREFIX + str(err), file=sys.stderr, flush=True)
         raise SystemExit(CONTRACT_EXIT_CODE) from None
@@ -129,7 +137,13 @@ def _save_model(ns: dict[str, Any]) -> None:
         )
     ignored = runner.unused_columns(golden_frame, golden_predictions)
     columns = [c for c in raw.columns if c not in ignored]
+    nullable = nullable_columns(runner, golden_frame, columns)
+    golden_frame = _with_null_rows(raw, golden_frame, nullable)
+    golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
+    check_skew(runner, golden_frame, golden_predictions)
     schema = infer_schema(raw[columns], ignored)
+    for column in schema["columns"]:
+        column["nullable"] = column["name"] in {str(c) for c in nullable}
     state = runner.state()
     state_bytes = _dump_state(state)
     parameters = {k: ns.get(k, v) for k, v in spec.get("parameters", {}).items()}
@@ -164,12 +178,49 @@ def _save_model(ns: dict[str, Any]) -> None:
         output=output,
         serving=runner.completed_plan(),
         reference_profile=_reference_profile(runner, raw, schema, output),
+        recorded=_recorded(plan, runner.recording),
         schema_version=CARD_SCHEMA_VERSION,
     )
     _add_state_requirements(state_bytes, _RUN["here"])
     write_model_dir(_RUN["model_dir"], state_bytes, card, golden)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "no metrics"
     print(f"nb2prod: trained model {card.model_version} ({summary})", flush=True)
+
+
+def _recorded(plan: ServingPlan, recording: frozen.Recording) -> list[dict[str, Any]]:
+    """The card's list of recorded sites, with how often each ran and its value."""
+    out = []
+    for site in plan.sites:
+        runs, value = recording.describe(site.number)
+        live = site.number in recording.live
+        out.append(
+            {
+                "cell": site.cell,
+                "line": site.line,
+                "kind": site.kind,
+                "expression": site.expression,
+                "runs": runs,
+                "value": "runs live (per element, not over the rows)" if live else value,
+            }
+        )
+    return out
+
+
+def _with_null_rows(raw: pd.DataFrame, golden: pd.DataFrame, nullable: set[Any]) -> pd.DataFrame:
+    """The golden rows plus, per nullable column, a row with it null: from the training rows
+    where they have nulls there, else the first golden row with the column blanked."""
+    extra: list[pd.DataFrame] = []
+    for column in [c for c in raw.columns if c in nullable]:
+        if len(extra) >= NULL_GOLDEN_ROWS or golden[column].isna().any():
+            continue
+        missing = raw[raw[column].isna()]
+        if len(missing):
+            extra.append(missing.sample(n=1, random_state=0))
+        else:
+            extra.append(null_row(golden.iloc[[0]], column))
+    if not extra:
+        return golden
+    return pd.concat([golden, *extra], ignore_index=True)
 
 
 def _reference_profile(

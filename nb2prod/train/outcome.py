@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..builddir import BuildDir
-from ..errors import NotebookError, TrainingError
+from ..errors import NotebookError, ParityError, TrainingError
 from ..models import BuildContext, TrainedArtifact
-from ..runtime.training import CONTRACT_EXIT_CODE, ERROR_PREFIX
+from ..runtime.training import CONTRACT_EXIT_CODE, ERROR_PREFIX, SKEW_EXIT_CODE
 
 #: Output lines kept from a run to explain its failure.
 KEPT_LINES = 60
@@ -100,6 +100,14 @@ def raise_for_failed_run(run: FinishedRun) -> None:
         )
     if code == 0:
         return
+    if code == SKEW_EXIT_CODE:
+        for line in run.output:
+            if line.startswith(ERROR_PREFIX):
+                raise ParityError(
+                    line.removeprefix(ERROR_PREFIX),
+                    hint="The build checks that each sample row predicts the same alone and in a "
+                    "batch, twice. Fix the line named, then build again.",
+                )
     if code == CONTRACT_EXIT_CODE:
         for line in run.output:
             if line.startswith(ERROR_PREFIX):

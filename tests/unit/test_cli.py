@@ -116,7 +116,7 @@ def test_a_bug_is_one_line_and_a_report_hint_unless_debug(
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("something nb2prod did not expect")
 
-    monkeypatch.setattr(pipeline, "check", broken)
+    monkeypatch.setattr(pipeline, "check_plan", broken)
     result = run_cli("check", example_notebook("iris_function"), cwd=tmp_path)
     assert result.returncode == 1
     assert result.error_lines == [
@@ -133,7 +133,7 @@ def test_keyboard_interrupt_is_exit_130_without_a_traceback(
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "check", interrupted)
+    monkeypatch.setattr(pipeline, "check_plan", interrupted)
     result = run_cli("check", example_notebook("iris_function"), cwd=tmp_path)
     # click ends the interrupted line with a newline of its own before nb2prod's message.
     assert (result.returncode, result.stdout, result.stderr.strip()) == (130, "", "Interrupted.")

@@ -32,7 +32,7 @@ def test_sigterm_runs_every_finally_and_exits_143(
         finally:
             cleaned.append("finally ran")
 
-    monkeypatch.setattr(pipeline, "check", terminated)
+    monkeypatch.setattr(pipeline, "check_plan", terminated)
     before = signal.getsignal(signal.SIGTERM)
     started = time.monotonic()
     result = run_cli("check", example_notebook("iris_function"), cwd=tmp_path)

@@ -1,0 +1,126 @@
+"""The build's skew guard: the served answer for a row must not depend on the request around it.
+
+Checked at training on the golden rows, with the notebook's own serving code replaying what
+the training run recorded (notebook_path.py):
+
+- **determinism**: the same rows predicted twice give the same answers;
+- **batch invariance**: each row predicted alone gives its answer in the batch, so one row per
+  request and a batch of rows are served alike.
+
+A failure names the serving cells and, where nb2prod can tell, the line: a call whose value
+depends on the other rows and that nb2prod does not record (``groupby().transform``,
+``rank``, ``shift``, ``len(df)``, a reduction inside a ``lambda``). It also finds which columns
+the serving code accepts as null (:func:`nullable_columns`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .contract_checks import same_prediction
+from .notebook_path import ContractError, NotebookPath
+from .plan import CellsStep, FrozenSite, FunctionStep, ServingPlan
+
+__all__ = ["SkewError", "check_skew", "null_row", "nullable_columns"]
+
+#: At most this many columns are probed for nullability (one prediction each).
+MAX_PROBED_COLUMNS = 200
+
+
+class SkewError(ContractError):
+    """Raised when the served answer for a row depends on the rows around it, or on chance."""
+
+
+def check_skew(runner: NotebookPath, frame: pd.DataFrame, predictions: Sequence[Any]) -> None:
+    """Determinism, then batch invariance of ``predictions`` for the rows of ``frame``."""
+    again = runner.predict_rows(frame, what="the sample rows (a second time)")
+    for row, (first, second) in enumerate(zip(predictions, again, strict=False)):
+        if not same_prediction(first, second):
+            raise SkewError(
+                f"predicting the same rows twice gave different answers (sample row {row}: "
+                f"{first!r}, then {second!r}), so the serving code draws at random or keeps "
+                f"state between calls{_where(runner.plan)}. Impute with a recorded statistic, "
+                "or seed it"
+            )
+    if len(frame) < 2:
+        return
+    for row in range(len(frame)):
+        try:
+            alone = runner.predict_rows(frame.iloc[[row]], what=f"sample row {row} alone")
+        except ContractError as err:
+            raise SkewError(
+                f"sample row {row} predicts in a batch of {len(frame)} rows but not alone: {err}."
+                f"{_suspect(runner.plan)}"
+            ) from err
+        if len(alone) != 1 or not same_prediction(predictions[row], alone[0]):
+            got = alone[0] if len(alone) == 1 else f"{len(alone)} predictions"
+            raise SkewError(
+                f"sample row {row} alone predicts {got!r}, but {predictions[row]!r} in a batch of "
+                f"{len(frame)} rows: the serving code{_where(runner.plan)} makes a row's answer "
+                f"depend on the other rows of the request.{_suspect(runner.plan)}"
+            )
+
+
+def _where(plan: ServingPlan) -> str:
+    labels = [
+        label
+        for step in (plan.preprocess, plan.predict)
+        if isinstance(step, (CellsStep, FunctionStep))
+        for label in step.labels
+    ]
+    return f" ({' and '.join(labels)})" if labels else ""
+
+
+def _suspect(plan: ServingPlan) -> str:
+    first: FrozenSite | None = plan.suspects[0] if plan.suspects else None
+    recorded = "nb2prod records fits and reductions such as .mean() and replays them"
+    if first is None:
+        return (
+            f" {recorded}; look for another computation over all the rows (a groupby "
+            "transform, rank, shift, len(df)) and compute it in a train cell instead"
+        )
+    return (
+        f" Likely {first.describe()}: {recorded}, but not this. Compute it in a train cell "
+        "(e.g. a lookup table per group) and use the result here"
+    )
+
+
+def nullable_columns(runner: NotebookPath, frame: pd.DataFrame, columns: Sequence[str]) -> set[str]:
+    """Columns whose null the serving code handles: a golden row with it null still predicts.
+
+    A column with nulls in training whose null the code cannot handle (it drops such rows, or
+    the model raises) is not nullable either: the service answers those rows with a 422 that
+    names the field instead of failing inside the model.
+    """
+    nullable: set[str] = set()
+    row = frame.iloc[[0]]
+    for column in list(columns)[:MAX_PROBED_COLUMNS]:
+        probe = null_row(row, column)
+        try:
+            predicted = runner.predict_rows(probe, what=f"a sample row with `{column}` null")
+        except ContractError:
+            continue
+        if len(predicted) == 1 and _valid(predicted[0]):
+            nullable.add(column)
+    return nullable
+
+
+def null_row(row: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``row`` with ``column`` missing, as the service builds a request row holding null."""
+    probe = row.copy()
+    numeric = pd.api.types.is_numeric_dtype(probe[column]) and probe[column].dtype != bool
+    probe[column] = np.nan if numeric else None
+    return probe
+
+
+def _valid(prediction: Any) -> bool:
+    """False for a missing prediction (NaN): the model did not handle the null."""
+    if isinstance(prediction, float):
+        return prediction == prediction
+    if isinstance(prediction, list):
+        return all(_valid(p) for p in prediction)
+    return prediction is not None

@@ -1,0 +1,97 @@
+"""Record and replay through the whole build: a skewed notebook is refused before a build
+directory appears, and a notebook whose statistics nb2prod records serves one row as it serves
+the batch, both equal to the notebook's own predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import ServeProcess, run_cli, write_notebook
+from sklearn.linear_model import LogisticRegression
+
+pytestmark = pytest.mark.slow
+
+ROWS = 80
+
+
+def _data(folder: Path) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame(
+        {
+            "age": rng.normal(35, 10, ROWS).round(),
+            "sex": rng.choice(["male", "female"], ROWS),
+            "fare": rng.gamma(2.0, 15.0, ROWS).round(2),
+        }
+    )
+    frame.loc[::5, "age"] = np.nan
+    frame["y"] = ((frame["sex"] == "female") ^ (frame["fare"] > 40)).astype(int)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "people.csv", index=False)
+    return frame
+
+
+def _notebook(folder: Path, impute: str) -> Path:
+    return write_notebook(
+        folder / "people.ipynb",
+        [
+            ("import pandas as pd\nfrom sklearn.linear_model import LogisticRegression", []),
+            ("df = pd.read_csv('people.csv')", ["load"]),
+            (
+                f"df['age'] = {impute}\n"
+                "df['sex'] = df['sex'].map({'male': 0, 'female': 1})\n"
+                "X = df[['age', 'sex', 'fare']]",
+                ["preprocess"],
+            ),
+            ("model = LogisticRegression(max_iter=500).fit(X, df['y'])", ["train"]),
+            ("predictions = model.predict(X)", ["predict"]),
+        ],
+    )
+
+
+def test_a_row_statistic_is_recorded_and_one_row_serves_as_the_batch(tmp_path: Path) -> None:
+    raw = _data(tmp_path / "nb")
+    path = _notebook(tmp_path / "nb", "df['age'].fillna(df['age'].mean())")
+    built = run_cli("build", "--no-docker", path, "-o", tmp_path / "out", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert f"recorded: cell 3, line 1: df['age'].mean() -> {raw['age'].mean():.4g}" in built.stderr
+    card = json.loads((tmp_path / "out" / "model" / "model_card.json").read_text())
+    assert [site["expression"] for site in card["recorded"]] == ["df['age'].mean()"]
+
+    # Independent expectation: the notebook's code run by hand on all the training rows.
+    features = raw.assign(
+        age=raw["age"].fillna(raw["age"].mean()),
+        sex=raw["sex"].map({"male": 0, "female": 1}),
+    )[["age", "sex", "fare"]]
+    expected = LogisticRegression(max_iter=500).fit(features, raw["y"]).predict(features).tolist()
+
+    rows = json.loads(raw.drop(columns="y").to_json(orient="records"))
+    service = ServeProcess(tmp_path / "out", tmp_path / "serve.log")
+    try:
+        batch = httpx.post(f"{service.url}/predict", json={"instances": rows}, timeout=30)
+        assert batch.status_code == 200, batch.text
+        assert batch.json()["predictions"] == expected
+        for row, want in list(zip(rows, expected, strict=True))[::4]:
+            single = httpx.post(f"{service.url}/predict", json={"instances": [row]}, timeout=30)
+            assert single.status_code == 200, single.text
+            assert single.json()["predictions"] == [want]
+    finally:
+        service.close()
+
+
+def test_a_batch_dependent_line_is_refused_with_exit_6_and_nothing_left(tmp_path: Path) -> None:
+    _data(tmp_path / "nb")
+    path = _notebook(tmp_path / "nb", "df['age'].fillna(df.groupby('sex')['age'].transform('max'))")
+    result = run_cli("build", "--no-docker", path, "-o", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 6, result.stderr
+    errors = result.error_lines
+    assert len(errors) == 1, result.stderr
+    assert "alone" in errors[0] and "batch" in errors[0]
+    assert "cell 3, line 1: df.groupby('sex')['age'].transform('max')" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
