@@ -6,10 +6,11 @@ baseline has none of nb2prod's extras (validation models, JSON logs, metrics,
 request ids). Both run under uvicorn with the same flags, one at a time, and
 the same keep-alive load generator drives them in alternating rounds. Prints
 requests/s, p50 and p99 at concurrency 1 and 8, and nb2prod's throughput as a
-ratio of the baseline's (target: >= 0.9). Medians over the rounds.
+ratio of the baseline's (target: >= 0.9). Medians over the rounds. ``--rows lists`` sends
+the rows as lists in column order instead of objects (the baseline turns them into records).
 
     python benchmarks/serve_bench.py [--notebook example_notebooks/iris_function.ipynb]
-        [--seconds 5] [--rounds 3]
+        [--seconds 5] [--rounds 3] [--rows objects|lists]
 """
 
 from __future__ import annotations
@@ -46,10 +47,16 @@ schema = predictor.schema
 app = FastAPI()
 
 
+names = [column["name"] for column in schema["columns"]]
+
+
 @app.post("/predict")
 async def predict(request: Request) -> JSONResponse:
     body = await request.json()
-    frame = frame_from_records(body["instances"], schema)
+    rows = body["instances"]
+    if rows and isinstance(rows[0], list):  # rows as lists in column order
+        rows = [dict(zip(names, row)) for row in rows]
+    frame = frame_from_records(rows, schema)
     return JSONResponse({"predictions": predictor.predict_frame(frame)})
 '''
 
@@ -138,6 +145,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--extra-env", nargs="*", default=[], help="NAME=VALUE for nb2prod's app")
+    parser.add_argument("--rows", choices=["objects", "lists"], default="objects")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nb2prod-bench-"))
@@ -167,7 +175,12 @@ def main() -> None:
         golden = json.loads(golden_file.read_text())
     else:
         golden = json.loads((build_dir / "model" / "model_card.json").read_text())["golden"]
-    body = json.dumps({"instances": golden["rows"][:1]}).encode()
+    rows = golden["rows"][:1]
+    if args.rows == "lists":
+        card = json.loads((build_dir / "model" / "model_card.json").read_text())
+        names = [column["name"] for column in card["input_schema"]["columns"]]
+        rows = [[row[name] for name in names] for row in rows]
+    body = json.dumps({"instances": rows}).encode()
     env = {**os.environ, "PYTHONPATH": str(build_dir)}
     ours_env = dict(env)
     for item in args.extra_env:
@@ -197,7 +210,10 @@ def main() -> None:
     def median(name: str, concurrency: int, key: str) -> float:
         return statistics.median(r[key] for r in results[(name, concurrency)])
 
-    print(f"notebook: {args.notebook}  rounds: {args.rounds} x {args.seconds:g}s (medians)")
+    print(
+        f"notebook: {args.notebook}  rows: {args.rows}  "
+        f"rounds: {args.rounds} x {args.seconds:g}s (medians)"
+    )
     print(f"{'concurrency':>11} {'app':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     ratios: dict[int, float] = {}
     for concurrency in args.concurrency:

@@ -221,7 +221,11 @@ def _add_predict_route(
 
     @app.post("/predict", tags=["model"], **_predict_openapi(limits))
     async def predict(request: Request) -> Response:
-        """Predict rows sent as ``instances``, ``dataframe_records`` or ``dataframe_split``."""
+        """Predict rows sent as ``instances``, ``dataframe_records`` or ``dataframe_split``.
+
+        ``instances`` rows are objects ``{column: value}`` or lists of values in the input
+        schema's column order (as ``/metadata`` lists the columns), all in one form.
+        """
         predictor: Predictor | None = app.state.predictor
         if predictor is None:
             return _json({"detail": "the model is still loading"}, 503)

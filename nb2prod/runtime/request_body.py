@@ -1,12 +1,13 @@
-"""The ``/predict`` request body: its typed models, and parsing that keeps the event loop free.
+"""The ``/predict`` request body: parsing it into rows while keeping the event loop free.
 
-:func:`build_request_models` types every input column for validation and the OpenAPI schema.
 :class:`PredictBodyParser` turns a body into rows of values in schema column order, or raises
-:class:`BodyError` (a 4xx with FastAPI's ``{"detail": [...]}`` shape). Small bodies are validated
-in one pydantic call on the event loop (a thread hop costs more than they do). Large bodies are
+:class:`BodyError` (a 4xx with FastAPI's ``{"detail": [...]}`` shape); the models it validates
+with, rows as objects or as lists, are in ``request_models.py``. Small bodies are validated in
+one pydantic call on the event loop (a thread hop costs more than they do). Large bodies are
 parsed in a worker thread by :func:`decode_json_in_steps` and validated in chunks of rows: every
 C call (one row's JSON, one chunk's validation) is short, so the thread hands the GIL back to
-the event loop every few milliseconds and ``/healthz`` keeps answering while it works.
+the event loop every few milliseconds and ``/healthz`` keeps answering while it works. Both paths
+give the same rows, limits and errors: the small one hands anything unusual to the large one.
 """
 
 from __future__ import annotations
@@ -14,24 +15,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from json.decoder import scanstring  # type: ignore[attr-defined]
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    WithJsonSchema,
-    create_model,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from .limits import Limits
+from .request_models import ROW_SOURCES, build_models, mixed_rows, split_to_records, word_errors
 
 __all__ = [
     "ROW_SOURCES",
@@ -42,8 +33,6 @@ __all__ = [
     "decode_json_in_steps",
     "parse_json_body",
 ]
-
-ROW_SOURCES = ("instances", "dataframe_records", "dataframe_split")
 
 #: Rows validated per pydantic call on the large-body path (a few milliseconds each).
 _CHUNK_ROWS = 256
@@ -60,151 +49,13 @@ class BodyError(Exception):
         self.detail = detail
 
 
-# --- request models --------------------------------------------------------------------------
-
-
-def _not_a_boolean(value: Any) -> Any:
-    # pydantic's lax mode reads JSON true/false as 1/0 for numbers; a boolean sent for a
-    # number is a client bug that would otherwise skew predictions and drift statistics.
-    if isinstance(value, bool):
-        raise PydanticCustomError("number_type", "Input should be a number, not a boolean")
-    return value
-
-
-_NUMBER = Annotated[float, BeforeValidator(_not_a_boolean)]
-_INTEGER = Annotated[int, BeforeValidator(_not_a_boolean)]
-_KIND_TYPES: dict[str, Any] = {
-    "number": _NUMBER,
-    "integer": _INTEGER,
-    "boolean": bool,
-    "string": str,
-    "datetime": datetime,
-}
-
-
-def _level_text(value: Any) -> Any:
-    # Category levels are strings in the schema; accept 3 for level "3".
-    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-
-def _column_type(column: Mapping[str, Any]) -> Any:
-    kind = column["kind"]
-    levels = column.get("levels")
-    annotation: Any
-    if kind == "category" and levels:
-        annotation = Annotated[Literal.__getitem__(tuple(levels)), BeforeValidator(_level_text)]
-    else:
-        annotation = _KIND_TYPES.get(kind, str)
-    return annotation | None if column.get("nullable") else annotation
-
-
-def _field_name(index: int, column: str) -> str:
-    # A safe, unique identifier; the real column name is the alias (what clients send).
-    stem = "".join(char if char.isalnum() else "_" for char in column.lower()).strip("_")
-    return f"c{index}_{stem[:40]}" if stem.isascii() else f"c{index}"
-
-
-def _split_to_records(value: Any) -> Any:
-    """MLflow's ``{"columns": [...], "data": [[...], ...]}`` -> records, validated as rows."""
-    if not isinstance(value, Mapping):
-        raise ValueError("dataframe_split must be an object with 'columns' and 'data'")
-    columns, data = value.get("columns"), value.get("data")
-    if not isinstance(columns, list) or not isinstance(data, list):
-        raise ValueError("dataframe_split needs 'columns' (a list of names) and 'data' (rows)")
-    if not all(isinstance(column, str) for column in columns):
-        # Lists or objects as names would be unhashable dict keys below: a 500, not a 422.
-        raise ValueError("dataframe_split 'columns' must be a list of column names (strings)")
-    records = []
-    for number, row in enumerate(data):
-        if not isinstance(row, list) or len(row) != len(columns):
-            raise ValueError(f"data[{number}] must be a list of {len(columns)} values")
-        records.append(dict(zip(columns, row, strict=True)))
-    return records
-
-
-_SPLIT_SCHEMA = {
-    "type": "object",
-    "description": "MLflow's pandas 'split' orient: column names and rows of values.",
-    "properties": {
-        "columns": {"type": "array", "items": {"type": "string"}},
-        "data": {"type": "array", "items": {"type": "array", "items": {}}},
-        "index": {"type": "array", "items": {}},
-    },
-    "required": ["columns", "data"],
-}
-
-
-def _document_sources(schema: dict[str, Any]) -> None:
-    """Document what the endpoint enforces: a row source, never ``null``.
-
-    "Exactly one of" is in the description only: spelled as a ``oneOf`` of ``required`` lists
-    it leaves schema-driven generators (schemathesis) unable to draw a body at all.
-    """
-    for name in ROW_SOURCES:
-        field = schema["properties"][name]
-        options = [option for option in field.pop("anyOf", []) if option != {"type": "null"}]
-        if options:
-            field.update(options[0])
-        field.pop("default", None)
-    schema["minProperties"] = 1
-
-
-def _models(schema: Mapping[str, Any]) -> tuple[type[BaseModel], type[BaseModel], list[str]]:
-    """(request model, row model, row field names in column order) for a schema."""
-    columns = list(schema["columns"])
-    field_names = [_field_name(index, column["name"]) for index, column in enumerate(columns)]
-    fields: dict[str, Any] = {}
-    for name, column in zip(field_names, columns, strict=True):
-        example = column.get("example")
-        fields[name] = (
-            _column_type(column),
-            Field(
-                alias=column["name"],
-                examples=[example] if example is not None else None,
-                description=f"{column['kind']} ({column['dtype']})",
-            ),
-        )
-    row_model = create_model(
-        "InputRow", __config__=ConfigDict(extra="ignore", populate_by_name=False), **fields
-    )
-    rows = Annotated[list[row_model], Field(min_length=1)]  # type: ignore[valid-type]
-    example_row = {column["name"]: column.get("example") for column in columns}
-
-    def document(json_schema: dict[str, Any]) -> None:
-        _document_sources(json_schema)
-        json_schema["examples"] = [{"instances": [example_row]}]
-
-    request_model: type[BaseModel] = create_model(
-        "PredictRequest",
-        __config__=ConfigDict(extra="ignore", json_schema_extra=document),
-        __doc__="Rows to predict: send exactly one of the three fields.",
-        instances=(rows | None, Field(default=None, description="Rows as {column: value}.")),
-        dataframe_records=(rows | None, Field(default=None, description="MLflow's records.")),
-        dataframe_split=(
-            Annotated[rows, BeforeValidator(_split_to_records), WithJsonSchema(_SPLIT_SCHEMA)]
-            | None,
-            Field(default=None),
-        ),
-    )
-    return request_model, row_model, field_names
-
-
-def build_request_models(schema: Mapping[str, Any]) -> tuple[type[BaseModel], list[str]]:
-    """The ``/predict`` body model for a schema, and its row model's field names in column order.
-
-    One typed field per input column (aliased to the real column name, so names with spaces or
-    slashes work); unknown keys are ignored.
-    """
-    request_model, _, field_names = _models(schema)
-    return request_model, field_names
-
-
 # --- JSON in steps ---------------------------------------------------------------------------
 
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-#: Arrays this deep are decoded item by item, objects this deep key by key; anything deeper
-#: (a row) is one C call. Depth 0 is the body, 1 a row source, 2 the split's ``data``.
+#: Arrays this deep are decoded item by item, objects this deep key by key; anything deeper is
+#: one C call, and so is every item of an array inside the body: a row, object or list. Depth 0
+#: is the body, 1 a row source (the rows of ``instances`` are at 2), 2 the split's ``data``.
 _ARRAY_DEPTH, _OBJECT_DEPTH = 2, 1
 
 
@@ -244,7 +95,10 @@ def _decode_array(text: str, pos: int, depth: int, max_items: int | None) -> tup
     if text[pos : pos + 1] == "]":
         return items, pos + 1
     while True:
-        item, pos = _decode(text, pos, depth + 1, max_items)
+        if depth:
+            item, pos = _DECODER.raw_decode(text, pos)
+        else:
+            item, pos = _decode(text, pos, depth + 1, max_items)
         items.append(item)
         if max_items is not None and len(items) > max_items:
             raise BodyError(413, _too_many_rows(max_items))
@@ -320,15 +174,56 @@ def _no_rows() -> BodyError:
     return BodyError(422, [{**_error("missing", ["body", "instances"], msg), "input": None}])
 
 
-def _pydantic_errors(err: ValidationError, prefix: list[Any], offset: int = 0) -> BodyError:
-    """A 422 from a ValidationError, locations under ``prefix``, row numbers moved by offset."""
+def _pydantic_errors(
+    err: ValidationError, prefix: list[Any], names: list[str], lists: bool, offset: int = 0
+) -> BodyError:
+    """A 422 from a ValidationError, locations under ``prefix``, row numbers moved by offset;
+    ``lists`` when the rows validated were list rows (``names``: the columns in order)."""
     errors = []
     for error in err.errors(include_url=False)[:_MAX_ERRORS]:
         loc = list(error["loc"])
         if offset and loc and isinstance(loc[0], int):
             loc[0] += offset
         errors.append({**error, "loc": [*prefix, *loc]})
-    return BodyError(422, errors)
+    return BodyError(422, word_errors(errors, names, lists))
+
+
+#: ``"instances": [[``, the start of list rows; whitespace as JSON allows it.
+_LIST_ROWS = re.compile(rb'"instances"[ \t\n\r]*:[ \t\n\r]*\[[ \t\n\r]*\[')
+
+
+def _looks_like_list_rows(body: bytes) -> bool:
+    """Whether ``instances`` seems to hold list rows: a guess that picks the model to try
+    first, checked by the validation, never the answer itself."""
+    if b'"instances": [{' in body or b'"instances":[{' in body:
+        return False  # object rows as JSON encoders write them: the common case, kept cheap
+    at = body.find(b'"instances"')
+    return at >= 0 and _LIST_ROWS.match(body, at) is not None
+
+
+def _wrong_form(err: ValidationError, lists: bool) -> bool:
+    """Whether the model tried on a small body was for the other row form (or mixed rows)."""
+    other: type = dict if lists else list
+    kind = "tuple_type" if lists else "model_type"
+    return any(
+        error["type"] == kind
+        and len(error["loc"]) == 2
+        and error["loc"][0] == "instances"
+        and isinstance(error.get("input"), other)
+        for error in err.errors(include_url=False, include_context=False)
+    )
+
+
+def _rows_are_lists(records: list[Any]) -> bool:
+    """Whether decoded ``instances`` rows are lists (else objects); raises the 422 for a mix."""
+    kinds = set(map(type, records))  # one C loop: this runs for every large body
+    if list not in kinds or dict not in kinds:
+        return list in kinds  # rows that are neither fail validation, each with its error
+    first = next(i for i, row in enumerate(records) if type(row) in (dict, list))
+    lists = type(records[first]) is list
+    other = dict if lists else list
+    number = next(i for i in range(first + 1, len(records)) if type(records[i]) is other)
+    raise BodyError(422, [mixed_rows(number, first, row_is_list=not lists)])
 
 
 def _one_source(present: list[str]) -> str:
@@ -344,8 +239,10 @@ class PredictBodyParser:
     """Turns ``/predict`` bodies into rows of values in schema column order."""
 
     def __init__(self, schema: Mapping[str, Any], limits: Limits) -> None:
-        self.request_model, row_model, self.field_names = _models(schema)
-        self._rows = TypeAdapter(list[row_model])  # type: ignore[valid-type]
+        self.models = build_models(schema)
+        #: The body model the OpenAPI document shows (``PredictRequest``).
+        self.request_model: type[BaseModel] = self.models.documented
+        self.field_names = self.models.field_names
         self.limits = limits
 
     def is_large(self, size: int | None) -> bool:
@@ -353,36 +250,65 @@ class PredictBodyParser:
         return size is None or size > self.limits.offload_bytes
 
     def parse_small(self, body: bytes) -> list[list[Any]]:
-        """One pydantic call, on the event loop: the fast path for ordinary requests."""
+        """One pydantic call, on the event loop: the fast path for ordinary requests.
+
+        The model is the one for the row form the body seems to use; a body it does not fit
+        (mixed rows, a wrong guess) or with very many errors is parsed as a large one, which
+        looks at every row, so both paths answer alike.
+        """
         if not body.strip():
             raise _no_rows()
+        lists = _looks_like_list_rows(body)
+        model = self.models.lists if lists else self.models.objects
         try:
-            payload = self.request_model.model_validate_json(body)
+            payload = model.model_validate_json(body)
         except ValidationError as err:
-            if err.error_count() > _MAX_ERRORS:
+            if err.error_count() > _MAX_ERRORS or _wrong_form(err, lists):
                 # Perhaps 20,000 empty rows: the row limit (413) comes before their errors.
                 return self.parse_large(body)
-            raise _pydantic_errors(err, ["body"]) from err
+            raise _pydantic_errors(err, ["body"], self.models.column_names, lists) from err
         source = _one_source([s for s in ROW_SOURCES if getattr(payload, s) is not None])
+        if lists and source != "instances":
+            return self.parse_large(body)  # a wrong guess: only instances were validated
         rows = getattr(payload, source)
         if len(rows) > self.limits.max_rows:
             raise BodyError(413, _too_many_rows(self.limits.max_rows))
+        if lists:
+            return [list(row) for row in rows]
         names = self.field_names
         return [[row.__dict__[name] for name in names] for row in rows]
 
     def parse_large(self, body: bytes) -> list[list[Any]]:
         """Decode in steps and validate in chunks of rows; meant for a worker thread."""
+        source, records = self._records(body)
+        lists = source == "instances" and _rows_are_lists(records)
+        adapter = self.models.list_rows if lists else self.models.object_rows
+        names = self.field_names
+        rows: list[list[Any]] = []
+        for start in range(0, len(records), _CHUNK_ROWS):
+            try:
+                chunk = adapter.validate_python(records[start : start + _CHUNK_ROWS])
+            except ValidationError as err:
+                prefix = ["body", source]
+                raise _pydantic_errors(err, prefix, self.models.column_names, lists, start) from err
+            if lists:
+                rows.extend(list(row) for row in chunk)
+            else:
+                rows.extend([row.__dict__[name] for name in names] for row in chunk)
+        return rows
+
+    def _records(self, body: bytes) -> tuple[str, list[Any]]:
+        """The row source of a body and its rows as decoded JSON, at most ``max_rows`` of them."""
         if not body.strip():
             raise _no_rows()
-        max_rows = self.limits.max_rows
-        payload = parse_json_body(body, max_items=max_rows)
+        payload = parse_json_body(body, max_items=self.limits.max_rows)
         if not isinstance(payload, dict):
             raise BodyError(422, [_error("model_type", ["body"], "Input should be an object")])
         source = _one_source([s for s in ROW_SOURCES if payload.get(s) is not None])
         records = payload[source]
         if source == "dataframe_split":
             try:
-                records = _split_to_records(records)
+                records = split_to_records(records)
             except ValueError as err:
                 raise BodyError(
                     422, [_error("value_error", ["body", source], f"Value error, {err}")]
@@ -393,12 +319,11 @@ class PredictBodyParser:
             raise BodyError(
                 422, [_error("too_short", ["body", source], "List should have at least 1 item")]
             )
-        names = self.field_names
-        rows: list[list[Any]] = []
-        for start in range(0, len(records), _CHUNK_ROWS):
-            try:
-                chunk = self._rows.validate_python(records[start : start + _CHUNK_ROWS])
-            except ValidationError as err:
-                raise _pydantic_errors(err, ["body", source], start) from err
-            rows.extend([row.__dict__[name] for name in names] for row in chunk)
-        return rows
+        return source, records
+
+
+def build_request_models(schema: Mapping[str, Any]) -> tuple[type[BaseModel], list[str]]:
+    """The documented ``/predict`` body model for a schema, and its row model's field names in
+    column order (see ``request_models.py``)."""
+    models = build_models(schema)
+    return models.documented, models.field_names

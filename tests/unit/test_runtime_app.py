@@ -575,7 +575,14 @@ def test_openapi_types_every_column(client: TestClient) -> None:
     assert properties[GRADE]["enum"] == ["low", "high"]
     assert set(row["required"]) == set(properties)
     request = schemas["PredictRequest"]
-    assert request["properties"]["instances"]["items"] == {"$ref": "#/components/schemas/InputRow"}
+    objects, lists = request["properties"]["instances"]["anyOf"]
+    assert objects["items"] == {"$ref": "#/components/schemas/InputRow"}
+    # List rows: one value per column, in the card's column order, each titled with its name.
+    columns = [*NUMERIC, SITE, GRADE]
+    assert lists["items"]["minItems"] == lists["items"]["maxItems"] == len(columns)
+    assert [item["title"] for item in lists["items"]["prefixItems"]] == columns
+    assert lists["items"]["prefixItems"][-1]["enum"] == ["low", "high"]
+    assert json.dumps(columns) in request["properties"]["instances"]["description"]
     # A row source is required and never null: what the endpoint enforces, so generated
     # clients and schemathesis send what it accepts.
     assert request["minProperties"] == 1
