@@ -244,9 +244,15 @@ def _wrapped(role: str, step: CellsStep, described: dict[str, str]) -> str:
     cells = ", ".join(str(n) for n in step.cells)
     code = step.code
     if role == "preprocess":
-        binds = ", ".join(f'"{n}": {n}' for n in step.binds)
+        # The inputs too: cells that change the raw frame in place (df.drop(..., inplace=True))
+        # hand that frame on to predict.
+        names = dict.fromkeys([*step.binds, *step.reads])
+        binds = ", ".join(f'"{n}": {n}' for n in names)
         ending = f"return {{{binds}}}"
-        doc = "Returns every name the cells bind; the runtime passes the features on to predict."
+        doc = (
+            "Returns every name the cells bind or read; the runtime passes the features on to "
+            "predict."
+        )
         returns = "dict[str, Any]"
     else:
         tree = ast.parse(code)

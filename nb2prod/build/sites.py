@@ -82,7 +82,12 @@ KINDS = {
     "call_stat": "statistic",
     "dummies": "dummy columns",
     "target": "target",
+    "split": "split",
+    "apply": "column-wise apply",
 }
+#: Functions that split rows into training and held-out parts: at serving every part is the
+#: request's rows, so the part predict reads holds them all.
+SPLIT_FUNCTIONS = frozenset({"train_test_split"})
 #: Keyword arguments that carry the target into a data container (xgboost's DMatrix,
 #: LightGBM's Dataset, CatBoost's Pool): a request has no target, so serving passes None.
 TARGET_KEYWORDS = frozenset({"label"})
@@ -225,6 +230,12 @@ def evaluation_notices(cells: Sequence[Cell], sites: Sequence[FrozenSite]) -> li
         cell = by_number.get(site.cell)
         if cell is None:
             continue
+        if site.kind == "target":
+            notices.append(
+                f"{site.describe()} is the training target (label=); a request has no target, "
+                "so serving passes label=None"
+            )
+            continue
         try:
             tree = ast.parse(site.expression.replace("...", ""), mode="eval")
         except SyntaxError:
@@ -282,6 +293,9 @@ def _find(
 
 def _kind(call: ast.Call, numpy: dict[str, str | None], pandas: dict[str, str | None]) -> str:
     func = call.func
+    called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+    if called in SPLIT_FUNCTIONS:
+        return "split"
     if isinstance(func, ast.Name):
         if numpy.get(func.id) in NUMPY_STATS and not _row_axis(call, positional=1):
             return "call_stat"
@@ -304,6 +318,10 @@ def _kind(call: ast.Call, numpy: dict[str, str | None], pandas: dict[str, str | 
         return _bins_kind(call, func.attr) if func.attr in ("cut", "qcut") else ""
     if func.attr in FIT_METHODS:
         return "fit"
+    if func.attr == "apply" and isinstance(owner, (ast.Name, ast.Subscript)):
+        # df[cols].apply(lambda x: skew(x)): per column, a statistic over the rows; the
+        # runtime records it only when the result is one value per column.
+        return "" if _row_axis(call, positional=1) else "apply"
     if func.attr not in STAT_METHODS:
         return ""
     if isinstance(owner, ast.Attribute) and owner.attr in ("str", "dt", "cat"):
@@ -413,7 +431,7 @@ class _Rewriter:
         assert isinstance(node, ast.Call)
         call = node
         args = self._arguments(call)
-        if kind in ("call_stat", "dummies", "bins"):
+        if kind in ("call_stat", "dummies", "bins", "split"):
             return f"{ALIAS}.{kind}({number}, {self._span(call.func)}{args})"
         func = call.func
         assert isinstance(func, ast.Attribute)
@@ -422,4 +440,6 @@ class _Rewriter:
             return f'{ALIAS}.fit({number}, {receiver}, "{func.attr}"{args})'
         if not isinstance(func.value, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)):
             receiver = f"({receiver})"
+        if kind == "apply":
+            return f'{ALIAS}.stat({number}, lambda: {receiver}, "apply"{args})'
         return f'{ALIAS}.stat({number}, lambda: {receiver}, "{func.attr}"{args})'

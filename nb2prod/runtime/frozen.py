@@ -47,6 +47,7 @@ __all__ = [
     "first_argument",
     "replaying",
     "role_run",
+    "split",
     "start_recording",
     "stat",
     "stop_recording",
@@ -247,8 +248,20 @@ def stat(site: int, receiver: Callable[[], Any], method: str, *args: Any, **kwar
     obj = receiver()
     value = getattr(obj, method)(*args, **kwargs)
     if _RECORDER is not None and run is None:
-        _record_stat(site, obj, value)
+        if method == "apply" and not _per_column(obj, value):
+            _RECORDER.live.add(site)  # per element or per row: not a statistic over rows
+        else:
+            _record_stat(site, obj, value)
     return value
+
+
+def _per_column(obj: Any, value: Any) -> bool:
+    """``df.apply(f)`` reduced each column to one value (a Series indexed by the columns)."""
+    columns = getattr(obj, "columns", None)
+    index = getattr(value, "index", None)
+    if columns is None or index is None or getattr(value, "ndim", 0) != 1:
+        return False
+    return len(index) == len(columns) and bool((index == columns).all())
 
 
 def call_stat(site: int, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -311,6 +324,17 @@ def target(site: int, value: Callable[[], Any]) -> Any:
     if _RECORDER is not None:
         _RECORDER.note(site, None)
     return result
+
+
+def split(site: int, function: Callable[..., Any], *arrays: Any, **kwargs: Any) -> Any:
+    """``train_test_split(X, y, ...)``: as written in training; at serving every part is the
+    request's rows (``X, X, y, y``), so whichever part predict reads holds all of them."""
+    run = _ACTIVE.get()
+    if run is None:
+        if _RECORDER is not None:
+            _RECORDER.note(site, None)
+        return function(*arrays, **kwargs)
+    return [part for array in arrays for part in (array, array)]
 
 
 def dummies(site: int, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

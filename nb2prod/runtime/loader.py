@@ -17,7 +17,6 @@ import pandas as pd
 
 from . import frozen
 from .card import CARD_FILE, STATE_FILE, CardError, ModelCard, read_card
-from .frozen import Recording
 from .notebook_path import RAW_INPUTS_KEY, RECORDING_KEY
 from .plan import Bindings, CellsStep, FunctionStep, NoStep, ServingPlan, Step
 from .raw_inputs import RawInput, bind
@@ -75,7 +74,11 @@ class Predictor:
         except Exception as err:  # unpickling can raise anything (missing module, bad file)
             raise ModelLoadError(f"cannot load the model state {state_path}: {err}") from err
         self._state = state
-        self._recording = Recording.from_state(state.get(RECORDING_KEY))
+        # The sites in model_code call the frozen module it imported (nb2prod_runtime.frozen in
+        # a build directory, which is another module object than this package's when nb2prod
+        # itself serves the build): replay through that one.
+        self._frozen: ModuleType = getattr(model_code, "nb2prod_frozen", frozen)
+        self._recording = self._frozen.Recording.from_state(state.get(RECORDING_KEY))
         raw_inputs = [RawInput.from_state(raw) for raw in state.get(RAW_INPUTS_KEY) or ()]
         self._raw_names = {raw.name for raw in raw_inputs}
         self._bind = (lambda frame: bind(raw_inputs, frame)) if raw_inputs else None
@@ -113,11 +116,15 @@ class Predictor:
                 bound = _pick(self._state, names, "preprocess")
                 requested = [n for n in reads if n in raw_names]
 
+                columns = list(bindings.feature_columns)
+
                 def run_cells(frame: pd.DataFrame) -> Any:
                     if binder is None:
-                        return run(**bound, **{raw_input: frame})[output]
-                    rows = binder(frame)
-                    return run(**bound, **{n: rows[n] for n in requested})[output]
+                        result = run(**bound, **{raw_input: frame})[output]
+                    else:
+                        rows = binder(frame)
+                        result = run(**bound, **{n: rows[n] for n in requested})[output]
+                    return result[columns] if columns else result
 
                 return run_cells
         raise ModelLoadError(f"unknown preprocess step {step!r} in the model card")
@@ -162,7 +169,7 @@ class Predictor:
         Fits and statistics the serving code computes over its rows replay what the training
         run recorded (nb2prod_runtime.frozen), one replay per call.
         """
-        with frozen.replaying(self._recording):
+        with self._frozen.replaying(self._recording):
             return predictions_to_list(self._predict(self._preprocess(frame)))
 
     def predict_records(self, records: list[dict[str, Any]]) -> list[Any]:

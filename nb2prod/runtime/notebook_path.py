@@ -20,7 +20,7 @@ import pandas as pd
 from . import frozen
 from .frozen import Recording
 from .plan import Bindings, CellsStep, FunctionStep, NoStep, ServingPlan
-from .raw_inputs import RawInput, bind, choose_raw_inputs
+from .raw_inputs import RawInput, bind, choose_raw_inputs, typical_row
 from .schema import predictions_to_list
 
 #: Keys of model/state.pkl that are nb2prod's, not the notebook's (never identifiers).
@@ -56,6 +56,7 @@ class NotebookPath:
         self.snapshots = snapshots or {}
         self.first_arguments = first_arguments or {}
         self.raw_inputs: list[RawInput] = []
+        self.feature_columns: tuple[str, ...] = ()  # predict's columns of the output frame
         self.pre = plan.preprocess
         self.pred = plan.predict
         self.raw_name: str | None = None
@@ -187,7 +188,9 @@ class NotebookPath:
     def _features_of_cells(self, pred: CellsStep) -> str:
         reads = pred.reads
         binds = self.pre.binds if isinstance(self.pre, CellsStep) else ()
-        from_pre = [n for n in reads if n in binds]
+        # A fitted pipeline the preprocess cells bind is state the predict cell applies, not
+        # its features (``full_pipeline.transform(X_test)``).
+        from_pre = [n for n in reads if n in binds and not _is_estimator(self.ns.get(n))]
         if len(from_pre) == 1:
             return from_pre[0]
         data = [n for n in reads if _is_data(self.ns.get(n))]
@@ -217,11 +220,31 @@ class NotebookPath:
         matches = [n for n in binds if _same_layout(self.ns.get(n), target)]
         if len(matches) == 1:
             return matches[0]
+        wider = self._wider_outputs((*binds, *pre.reads), target)
+        if wider:
+            # The train cell took the features as some columns of this frame (it dropped the
+            # target): serving takes the same columns, in the same order.
+            self.feature_columns = tuple(str(c) for c in target.columns)
+            return wider[0]
         raise ContractError(
             f"the predict cell reads `{name}`, and nb2prod can't tell which of the "
             f"preprocess outputs ({', '.join(binds)}) it is. Make the predict cell read the "
             "preprocess output by name"
         )
+
+    def _wider_outputs(self, names: tuple[str, ...], target: Any) -> list[str]:
+        """Frames holding every column of ``target`` (fewest other columns first)."""
+        if not isinstance(target, pd.DataFrame) or not all(
+            isinstance(c, str) for c in target.columns
+        ):
+            return []
+        wanted = set(target.columns)
+        frames = {
+            n: v
+            for n in dict.fromkeys(names)
+            if isinstance(v := self.ns.get(n), pd.DataFrame) and wanted <= set(v.columns)
+        }
+        return sorted(frames, key=lambda n: len(frames[n].columns))
 
     # -- running the notebook's code ------------------------------------------------
     def predict_rows(self, frame: pd.DataFrame, what: str) -> list[Any]:
@@ -266,7 +289,8 @@ class NotebookPath:
                 scope.update(self._bound(frame))
                 _CELL_CODE["<preprocess cells>"] = code
                 exec(compile(code, "<preprocess cells>", "exec"), scope)  # noqa: S102
-                return scope[self.output_name] if self.output_name else frame
+                output = scope[self.output_name] if self.output_name else frame
+                return output[list(self.feature_columns)] if self.feature_columns else output
             case _:
                 bound = self._bound(frame)
                 return bound.get(self.raw_name or "", bound.get("", frame))
@@ -293,6 +317,34 @@ class NotebookPath:
         _CELL_CODE["<predict cells>"] = code
         exec(compile(tree, "<predict cells>", "exec"), scope)  # noqa: S102
         return scope[result_name]
+
+    def settle_raw_inputs(self, frame: pd.DataFrame, expected: list[Any]) -> list[str]:
+        """Give each raw frame whose rows never reach predict one typical training row.
+
+        Probed on the golden rows: a frame keeps the request's rows only if giving it a typical
+        row instead changes a prediction. Returns the frames that now get the typical row.
+        """
+        frames = [r for r in self.raw_inputs if r.kind == "frame"]
+        if len(frames) < 2:
+            return []
+        settled: list[str] = []
+        for raw in frames:
+            snapshot = self.snapshots.get(raw.name)
+            if not isinstance(snapshot, pd.DataFrame) or len(settled) == len(frames) - 1:
+                continue
+            before = self.raw_inputs
+            self.raw_inputs = [
+                replace(r, typical=typical_row(snapshot)) if r is raw else r for r in before
+            ]
+            try:
+                same = self.predict_rows(frame, what="the sample rows") == expected
+            except ContractError:
+                same = False
+            if same:
+                settled.append(raw.name)
+            else:
+                self.raw_inputs = before
+        return settled
 
     def unused_columns(self, frame: pd.DataFrame, expected: list[Any]) -> list[str]:
         """Raw columns the predictions don't depend on (e.g. the target): not served."""
@@ -322,6 +374,7 @@ class NotebookPath:
             features=self.features_name,
             raw_input=self.raw_name if isinstance(self.pre, CellsStep) else None,
             preprocess_output=self.output_name,
+            feature_columns=self.feature_columns,
             predict_args=tuple((param, _arg_key(param)) for param in self.args),
             state=tuple(sorted(self.state())),
         )
@@ -333,30 +386,76 @@ def _probe_same(
 ) -> bool:
     """True when serving never needs ``column`` (the target, an id, a leftover).
 
-    Two conservative probes: the serving code runs without the column and predicts
-    the same; or blanking the column leaves the features unchanged (code like
-    ``df.drop(columns="target")`` needs the column present, not its values).
-    Blanking alone is not enough: a model that tolerates NaN could hide a feature.
+    The probe gives every row another value of the column, taken from the training rows:
+    the column is unused when the features stay the same. Not a blank or a dropped column:
+    imputation (``fillna(mode)``) and replayed dummy columns (a missing level is all zeros)
+    would hide a feature behind those. Features nb2prod can't compare fall back to the
+    predictions.
     """
+    probe = _altered(frame, column, runner.raw_frame)
+    if probe is None:
+        return False
     try:
-        if runner.predict_rows(frame.drop(columns=[column]), what="probe rows") == expected:
-            return True
-    except ContractError:
-        pass
-    blanked = frame.copy()
-    blanked[column] = np.nan
+        same = _same_features(runner.features(frame), runner.features(probe))
+        if same is None:
+            same = runner.predict_rows(probe, what="probe rows") == expected
+    except Exception:  # the code can't take another value there: it reads the column
+        return False
+    return bool(same)
+
+
+def _altered(frame: pd.DataFrame, column: Any, training: pd.DataFrame) -> pd.DataFrame | None:
+    """``frame`` with each row's ``column`` set to another training value of it."""
+    source = training[column] if column in training.columns else frame[column]
+    levels = list(source.value_counts(dropna=True).index[:2])
+    if not levels:
+        return None
+    probe = frame.copy()
+    values = []
+    for value in probe[column]:
+        other = levels[1] if len(levels) > 1 and _equal(value, levels[0]) else levels[0]
+        values.append(other if not _equal(value, other) else None)
+    if all(v is None for v in values):
+        return None  # a constant column: nothing to tell by
+    probe[column] = pd.Series(values, index=probe.index, dtype=object).astype(
+        frame[column].dtype, errors="ignore"
+    )
+    return probe
+
+
+def _equal(a: Any, b: Any) -> bool:
     try:
-        return _same_features(runner.features(frame), runner.features(blanked))
-    except Exception:
+        return bool(a == b)
+    except (TypeError, ValueError):
         return False
 
 
-def _same_features(a: Any, b: Any) -> bool:
+def _same_features(a: Any, b: Any) -> bool | None:
+    """Whether two preprocess outputs are equal; None when nb2prod can't compare them."""
     if isinstance(a, (pd.DataFrame, pd.Series)) and isinstance(b, type(a)):
         return bool(a.equals(b))
+    a, b = _dense(a), _dense(b)
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
-    return False
+        if a.shape != b.shape:
+            return False
+        try:
+            return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+        except TypeError:
+            return bool(np.array_equal(a, b))
+    return None
+
+
+def _dense(value: Any) -> Any:
+    """An array for matrices nb2prod can read: scipy sparse, xgboost's DMatrix."""
+    if hasattr(value, "toarray"):
+        return value.toarray()
+    get_data = getattr(value, "get_data", None)
+    if callable(get_data):
+        try:
+            return np.asarray(get_data().toarray())
+        except Exception:
+            return value
+    return value
 
 
 def _first_line(err: BaseException) -> str:
@@ -378,6 +477,11 @@ def _failing_line(err: BaseException) -> str:
 
 def _arg_key(param: str) -> str:
     return f"predict.{param}"
+
+
+def _is_estimator(value: Any) -> bool:
+    """A model or transformer (it fits), as opposed to data."""
+    return callable(getattr(value, "fit", None)) and not isinstance(value, type)
 
 
 def _is_data(value: Any) -> bool:

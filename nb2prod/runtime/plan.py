@@ -89,6 +89,9 @@ class Bindings:
     features: str  # predict's features: its parameter (function) or the name its cells read
     raw_input: str | None = None  # preprocess cells: the name they read the raw rows as
     preprocess_output: str | None = None  # preprocess cells: the name they bind for predict
+    # When predict's features are some columns of that frame (a train cell dropped the
+    # target): those columns, in order. Empty: the whole output.
+    feature_columns: tuple[str, ...] = ()
     # Function-style predict: (parameter, key in model/state.pkl) for every other argument.
     predict_args: tuple[tuple[str, str], ...] = ()
     state: tuple[str, ...] = ()  # every name saved in model/state.pkl
@@ -213,6 +216,7 @@ def _bindings_json(bindings: Bindings) -> dict[str, Any]:
         "raw_input": bindings.raw_input,
         "features": bindings.features,
         "preprocess_output": bindings.preprocess_output,
+        "feature_columns": list(bindings.feature_columns),
         "predict_args": dict(bindings.predict_args),
         "state": list(bindings.state),
     }
@@ -229,6 +233,7 @@ def _bindings(data: object) -> Bindings:
         features=features,
         raw_input=_optional_text(record, "raw_input", where),
         preprocess_output=_optional_text(record, "preprocess_output", where),
+        feature_columns=_strings(record, "feature_columns", where, required=False),
         predict_args=tuple((str(k), _text(args, k, f"{where}' predict_args")) for k in args),
         state=_strings(record, "state", where),
     )

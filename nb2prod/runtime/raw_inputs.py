@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["ARRAY_COLUMN", "RawInput", "array_columns", "bind", "choose_raw_inputs"]
+__all__ = [
+    "ARRAY_COLUMN",
+    "RawInput",
+    "array_columns",
+    "bind",
+    "choose_raw_inputs",
+    "typical_row",
+]
 
 #: Column names the schema gives a NumPy raw input: x0, x1, ... (as scikit-learn names them).
 ARRAY_COLUMN = "x{}"
@@ -39,6 +46,11 @@ class RawInput:
     dtype: str = ""  # array: the training array's dtype
     members: tuple[str, ...] = ()  # list: the raw inputs it holds, in order
     is_tuple: bool = False
+    # A frame whose rows never reach predict (the training frame in a Kaggle notebook): it
+    # gets this one typical training row instead of the request's rows, so its own code
+    # (often written for training data only, such as ``.astype(int)`` on a column that has no
+    # nulls there) runs as it did in training. Training finds these by a probe.
+    typical: pd.DataFrame | None = None
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> RawInput:
@@ -51,6 +63,7 @@ class RawInput:
             dtype=data.get("dtype", ""),
             members=tuple(data.get("members", ())),
             is_tuple=bool(data.get("is_tuple", False)),
+            typical=data.get("typical"),
         )
 
 
@@ -66,7 +79,7 @@ def bind(inputs: Sequence[RawInput], frame: pd.DataFrame) -> dict[str, Any]:
         if raw.kind == "array":
             bound[raw.name] = frame.loc[:, list(raw.columns)].to_numpy(dtype=raw.dtype, copy=True)
         elif raw.kind == "frame":
-            bound[raw.name] = _shaped(raw, frame)
+            bound[raw.name] = raw.typical.copy() if raw.typical is not None else _shaped(raw, frame)
     for raw in inputs:
         if raw.kind == "list":
             members = [bound[name] for name in raw.members]
@@ -147,6 +160,22 @@ def _frame_input(name: str, frame: pd.DataFrame, shared: list[Any], several: boo
         return RawInput(name=name, kind="frame")
     fill = {column: _typical(frame[column]) for column in frame.columns if column not in shared}
     return RawInput(name=name, kind="frame", columns=tuple(frame.columns), fill=fill)
+
+
+def typical_row(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row of ``frame``'s most common value per column, with its dtypes (an aggregate,
+    not a training row)."""
+    values = {}
+    for column in frame.columns:
+        counts = frame[column].value_counts(dropna=True)
+        values[column] = [counts.index[0] if len(counts) else np.nan]
+    row = pd.DataFrame(values, columns=frame.columns)
+    for column, dtype in frame.dtypes.items():
+        try:
+            row[column] = row[column].astype(dtype)
+        except (TypeError, ValueError):
+            continue
+    return row
 
 
 def _typical(column: pd.Series) -> Any:

@@ -135,6 +135,7 @@ def _save_model(ns: dict[str, Any]) -> None:
             f"{len(golden_frame)} rows (its result: {result}); it must return one per input "
             "row. End the predict cell with the predictions for all its input rows"
         )
+    runner.settle_raw_inputs(golden_frame, golden_predictions)
     ignored = runner.unused_columns(golden_frame, golden_predictions)
     columns = [c for c in raw.columns if c not in ignored]
     nullable = nullable_columns(runner, golden_frame, columns)

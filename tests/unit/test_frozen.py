@@ -170,3 +170,17 @@ def test_the_recording_round_trips_as_plain_data() -> None:
     state = recording.to_state()
     assert frozen.Recording.from_state(state).values == recording.values
     assert recording.describe(1) == (1, f"{TRAIN['age'].median():.4g}")
+
+
+def test_a_column_wise_apply_is_recorded_only_when_it_reduces_each_column() -> None:
+    def spread(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        ranges = frozen.stat(12, lambda: df[["age", "fare"]], "apply", lambda c: c.max() - c.min())
+        upper = frozen.stat(13, lambda: df["town"], "apply", str.upper)
+        return ranges, upper
+
+    recording = record(spread, TRAIN)
+    assert 13 in recording.live and 12 not in recording.live
+    with frozen.replaying(recording):
+        ranges, upper = spread(REQUEST)
+    assert ranges.tolist() == [16.0, TRAIN["fare"].max() - TRAIN["fare"].min()]
+    assert upper.tolist() == ["C"]

@@ -52,7 +52,8 @@ def test_row_wise_code_runs_as_written() -> None:
     code = (
         "df['n'] = df[cols].sum(axis=1) + df['name'].str.count(' ')\n"
         "df['m'] = df[cols].max(1)\n"
-        "df['t'] = df['name'].apply(lambda n: n.count('a') + len(n))\n"
+        "df['t'] = df['name'].map(lambda n: n.count('a') + df['age'].max())\n"
+        "df['r'] = df.apply(lambda row: row['a'] + row['b'], axis=1)\n"
         "df['c'] = pd.cut(df['age'], bins=[0, 18, 99])\n"
         "class Adder:\n"
         "    def fit(self, X):\n"
@@ -62,6 +63,12 @@ def test_row_wise_code_runs_as_written() -> None:
     result = rewrite(code)
     assert result.sites == ()
     assert result.code[4] == code
+
+
+def test_a_column_wise_apply_is_a_site_the_runtime_keeps_only_if_it_reduces() -> None:
+    result = rewrite("skewed = train[numeric].apply(lambda x: skew(x.dropna()))\n")
+    assert [(s.kind, s.line) for s in result.sites] == [("column-wise apply", 1)]
+    assert f'{ALIAS}.stat(1, lambda: train[numeric], "apply", lambda x:' in result.code[4]
 
 
 def test_strict_cells_and_other_roles_are_left_alone() -> None:
