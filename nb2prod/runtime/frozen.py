@@ -23,6 +23,9 @@ A site whose receiver holds no rows (``name.count(" ")`` on a string) or that ru
 per-element callback (``df.apply(f)``) is not a statistic over the input rows: it is marked
 *live* and always runs as written. Outside a replay (importing ``model_code`` and calling it by
 hand) every site runs as written.
+
+One module for every kind of site (about 450 lines): they share the recorder, the replay
+cursor and the liveness rules, and the generated code imports just this one.
 """
 
 from __future__ import annotations
