@@ -170,7 +170,16 @@ class Predictor:
         run recorded (nb2prod_runtime.frozen), one replay per call.
         """
         with self._frozen.replaying(self._recording):
-            return predictions_to_list(self._predict(self._preprocess(frame)))
+            predictions = predictions_to_list(self._predict(self._preprocess(frame)))
+        if len(predictions) != len(frame):
+            # Rows the notebook's preprocessing drops (df.dropna(), an outlier filter) would
+            # shift every answer after them onto the wrong row: refuse instead (a 422).
+            raise ValueError(
+                f"the notebook's serving code returned {len(predictions)} predictions for "
+                f"{len(frame)} rows: its preprocessing drops or adds rows (a filter such as "
+                "dropna()); send only rows it keeps, or one row per request"
+            )
+        return predictions
 
     def predict_records(self, records: list[dict[str, Any]]) -> list[Any]:
         """Predict JSON records (``{column: value}``), e.g. the card's golden rows."""

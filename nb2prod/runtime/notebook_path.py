@@ -23,7 +23,7 @@ from . import frozen
 from .frozen import Recording
 from .plan import Bindings, CellsStep, FunctionStep, NoStep, ServingPlan
 from .probes import probe_same
-from .raw_inputs import RawInput, bind, choose_raw_inputs, typical_row
+from .raw_inputs import RawInput, bind, choose_raw_inputs, typical_row, typical_value
 from .schema import predictions_to_list
 
 #: Keys of model/state.pkl that are nb2prod's, not the notebook's (never identifiers).
@@ -348,6 +348,23 @@ class NotebookPath:
             else:
                 self.raw_inputs = before
         return settled
+
+    def fill_ignored(self, ignored: list[str]) -> None:
+        """Serving gets the ignored columns (the target, ids) with their most common training
+        value, not missing: code like ``df.dropna()`` must not drop the request's rows."""
+        if not ignored:
+            return
+        filled = []
+        for raw in self.raw_inputs:
+            source = self.snapshots.get(raw.name, self.raw_frame)
+            if raw.kind != "frame" or raw.typical is not None:
+                filled.append(raw)
+                continue
+            if not isinstance(source, pd.DataFrame):
+                source = self.raw_frame
+            fill = {c: typical_value(source[c]) for c in ignored if c in source.columns}
+            filled.append(replace(raw, fill={**fill, **raw.fill}))
+        self.raw_inputs = filled
 
     def unused_columns(self, frame: pd.DataFrame, expected: list[Any]) -> list[str]:
         """Raw columns the predictions don't depend on (e.g. the target): not served."""

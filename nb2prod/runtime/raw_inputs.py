@@ -29,6 +29,7 @@ __all__ = [
     "bind",
     "choose_raw_inputs",
     "typical_row",
+    "typical_value",
 ]
 
 #: Column names the schema gives a NumPy raw input: x0, x1, ... (as scikit-learn names them).
@@ -89,7 +90,11 @@ def bind(inputs: Sequence[RawInput], frame: pd.DataFrame) -> dict[str, Any]:
 
 def _shaped(raw: RawInput, frame: pd.DataFrame) -> pd.DataFrame:
     if not raw.columns:
-        return frame  # the only raw input: the request's own frame, as before
+        # The only raw input: the request's own frame (built for this request, so filled in
+        # place). The schema's ignored columns arrive missing; the code may still read them.
+        for column, value in raw.fill.items():
+            frame[column] = value
+        return frame
     copy = frame.copy()
     for column, value in raw.fill.items():
         copy[column] = value
@@ -176,6 +181,12 @@ def typical_row(frame: pd.DataFrame) -> pd.DataFrame:
         except (TypeError, ValueError):
             continue
     return row
+
+
+def typical_value(column: pd.Series) -> Any:
+    """The column's most common training value (missing for an all-missing column)."""
+    counts = column.value_counts(dropna=True)
+    return counts.index[0] if len(counts) else np.nan
 
 
 def _typical(column: pd.Series) -> Any:

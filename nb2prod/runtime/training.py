@@ -127,6 +127,12 @@ def _save_model(ns: dict[str, Any]) -> None:
     raw = runner.raw_frame
     golden_frame = raw.sample(n=min(GOLDEN_ROWS, len(raw)), random_state=0)
     golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
+    complete = raw.dropna()
+    if len(golden_predictions) != len(golden_frame) and len(complete):
+        # Preprocessing that drops rows with nulls (df.dropna()) predicts complete rows only;
+        # the nullability probe then makes those columns required in the request schema.
+        golden_frame = complete.sample(n=min(GOLDEN_ROWS, len(complete)), random_state=0)
+        golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
     if len(golden_predictions) != len(golden_frame):
         cells = plan.predict if isinstance(plan.predict, CellsStep) else None
         result = (cells and cells.result) or "its last expression"
@@ -137,6 +143,7 @@ def _save_model(ns: dict[str, Any]) -> None:
         )
     runner.settle_raw_inputs(golden_frame, golden_predictions)
     ignored = runner.unused_columns(golden_frame, golden_predictions)
+    runner.fill_ignored(ignored)
     columns = [c for c in raw.columns if c not in ignored]
     nullable = nullable_columns(runner, golden_frame, columns)
     golden_frame = _with_null_rows(raw, golden_frame, nullable)

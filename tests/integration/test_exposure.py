@@ -172,7 +172,8 @@ def test_metadata_has_no_training_data_no_parameters_and_no_paths(
     golden_file = build_dir / "model" / "golden.json"
     assert "golden" not in card
     golden = json.loads(golden_file.read_text())
-    assert len(golden["rows"]) == 8
+    # Eight sampled training rows, plus one with a null for each column the serving code handles.
+    assert len(golden["rows"]) >= 8
     for row in golden["rows"]:
         served_numbers = [v for v in row.values() if isinstance(v, float) and v in numbers]
         assert not served_numbers, row

@@ -95,3 +95,39 @@ def test_a_batch_dependent_line_is_refused_with_exit_6_and_nothing_left(tmp_path
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_preprocessing_that_drops_null_rows_makes_those_columns_required(tmp_path: Path) -> None:
+    raw = _data(tmp_path / "nb")
+    path = write_notebook(
+        tmp_path / "nb" / "dropna.ipynb",
+        [
+            ("import pandas as pd\nfrom sklearn.linear_model import LogisticRegression", []),
+            ("df = pd.read_csv('people.csv')", ["load"]),
+            (
+                "df = df.dropna()\ndf['sex'] = df['sex'].map({'male': 0, 'female': 1})\n"
+                "X = df[['age', 'sex', 'fare']]",
+                ["preprocess"],
+            ),
+            ("model = LogisticRegression(max_iter=500).fit(X, df['y'])", ["train"]),
+            ("predictions = model.predict(X)", ["predict"]),
+        ],
+    )
+    built = run_cli("build", "--no-docker", path, "-o", tmp_path / "out", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    card = json.loads((tmp_path / "out" / "model" / "model_card.json").read_text())
+    assert {c["name"]: c["nullable"] for c in card["input_schema"]["columns"]}["age"] is False
+    assert card["input_schema"]["ignored_columns"] == ["y"]  # filled, so dropna keeps the rows
+    complete = raw.dropna()
+    row = json.loads(complete.drop(columns="y").iloc[[0]].to_json(orient="records"))[0]
+    service = ServeProcess(tmp_path / "out", tmp_path / "serve.log")
+    try:
+        kept = httpx.post(f"{service.url}/predict", json={"instances": [row]}, timeout=30)
+        assert kept.status_code == 200, kept.text
+        refused = httpx.post(
+            f"{service.url}/predict", json={"instances": [row, {**row, "age": None}]}, timeout=30
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"][0]["loc"] == ["body", "instances", 1, "age"]
+    finally:
+        service.close()
