@@ -155,6 +155,10 @@ class _Recorder:
         self.stack: list[dict[int, list[Any]]] = []
         self.live: set[int] = set()
         self.first_arguments: dict[str, Any] = {}
+        # What each call of preprocess() returned and what predict() was given (kept alive,
+        # so identity tells which preprocess call made the features the notebook predicted).
+        self.outputs: dict[str, list[Any]] = {}
+        self.predicted: list[Any] = []
         # The stack that started the recording (train.py's module level): the walk up from a
         # site stops there.
         self.base: list[Any] = []
@@ -168,13 +172,25 @@ class _Recorder:
         trace.setdefault(site, []).append(value)
 
     def recording(self) -> Recording:
-        """Cells' sites as they ran; each role function's sites from its first call."""
+        """Cells' sites as they ran; each role function's sites from one of its calls.
+
+        That call is the one whose result the notebook's own ``predict()`` was given (its
+        predictions are what serving must reproduce), else the first (the training data).
+        """
         values = {site: list(v) for site, v in self.cells.items()}
-        for runs in self.runs.values():
-            for site, seen in runs[0].items():
+        for role, runs in self.runs.items():
+            for site, seen in runs[self._replayed_run(role)].items():
                 values.setdefault(site, list(seen))
         live = set(self.live)
         return Recording(values={s: v for s, v in values.items() if s not in live}, live=live)
+
+    def _replayed_run(self, role: str) -> int:
+        outputs = self.outputs.get(role, [])
+        for given in reversed(self.predicted):
+            for index, output in enumerate(outputs):
+                if output is given:
+                    return index
+        return 0
 
 
 _RECORDER: _Recorder | None = None
@@ -214,9 +230,10 @@ def replaying(recording: Recording) -> Iterator[None]:
 def role_run(role: str) -> Callable[[F], F]:
     """Decorator for a notebook's ``preprocess``/``predict`` function: each call is one run.
 
-    While recording, each outermost call gets its own trace; the first call's trace is the
-    one replayed (the notebook calls preprocess on its training data first). Outside a
-    recording the function is returned unchanged, so serving pays nothing.
+    While recording, each outermost call gets its own trace; the trace replayed is that of the
+    call whose result the notebook passed to ``predict()``, else the first call's (the
+    training data). Outside a recording the function is returned unchanged, so serving pays
+    nothing.
     """
 
     def decorate(function: F) -> F:
@@ -232,11 +249,15 @@ def role_run(role: str) -> Callable[[F], F]:
             recorder.runs.setdefault(role, []).append(trace)
             if args and role not in recorder.first_arguments:
                 recorder.first_arguments[role] = _snapshot(args[0])
+            if role == "predict" and args:
+                recorder.predicted.append(args[-1])
             recorder.stack.append(trace)
             try:
-                return function(*args, **kwargs)
+                result = function(*args, **kwargs)
             finally:
                 recorder.stack.pop()
+            recorder.outputs.setdefault(role, []).append(result)
+            return result
 
         return run  # type: ignore[return-value]
 

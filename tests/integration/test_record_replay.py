@@ -131,3 +131,56 @@ def test_preprocessing_that_drops_null_rows_makes_those_columns_required(tmp_pat
         assert refused.json()["detail"][0]["loc"] == ["body", "instances", 1, "age"]
     finally:
         service.close()
+
+
+def test_function_style_replays_the_call_whose_features_the_notebook_predicted(
+    tmp_path: Path,
+) -> None:
+    raw = _data(tmp_path / "nb")
+    path = write_notebook(
+        tmp_path / "nb" / "functions.ipynb",
+        [
+            ("import pandas as pd\nfrom sklearn.linear_model import LogisticRegression", []),
+            (
+                "df = pd.read_csv('people.csv')\ntrain, test = df.iloc[:60], df.iloc[60:]",
+                ["load"],
+            ),
+            (
+                "def preprocess(frame):\n"
+                "    frame = frame.copy()\n"
+                "    frame['age'] = frame['age'].fillna(frame['age'].median())\n"
+                "    frame['sex'] = frame['sex'].map({'male': 0, 'female': 1})\n"
+                "    return frame[['age', 'sex', 'fare']]",
+                ["preprocess"],
+            ),
+            (
+                "model = LogisticRegression(max_iter=500).fit(preprocess(train), train['y'])",
+                ["train"],
+            ),
+            (
+                "def predict(model, features):\n    return model.predict_proba(features)[:, 1]\n\n"
+                "held_out = predict(model, preprocess(test))",
+                ["predict"],
+            ),
+        ],
+    )
+    built = run_cli("build", "--no-docker", path, "-o", tmp_path / "out", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    train, test = raw.iloc[:60], raw.iloc[60:]
+    assert f"-> {test['age'].median():.4g}" in built.stderr  # the call predict() was given
+
+    def features(frame: pd.DataFrame, median: float) -> pd.DataFrame:
+        out = frame.assign(age=frame["age"].fillna(median))
+        return out.assign(sex=out["sex"].map({"male": 0, "female": 1}))[["age", "sex", "fare"]]
+
+    model = LogisticRegression(max_iter=500).fit(features(train, train["age"].median()), train["y"])
+    expected = model.predict_proba(features(test, test["age"].median()))[:, 1].tolist()
+    rows = json.loads(test.drop(columns="y").to_json(orient="records"))
+    service = ServeProcess(tmp_path / "out", tmp_path / "serve.log")
+    try:
+        for row, want in zip(rows, expected, strict=True):
+            got = httpx.post(f"{service.url}/predict", json={"instances": [row]}, timeout=30)
+            assert got.status_code == 200, got.text
+            assert abs(got.json()["predictions"][0] - want) <= 1e-9 * max(1.0, abs(want))
+    finally:
+        service.close()
