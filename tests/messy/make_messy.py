@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,42 +33,9 @@ import messy_data
 
 HERE = Path(__file__).resolve().parent
 
-KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-LANGUAGE_INFO = {
-    "name": "python",
-    "file_extension": ".py",
-    "mimetype": "text/x-python",
-    "nbconvert_exporter": "python",
-    "pygments_lexer": "ipython3",
-    "codemirror_mode": {"name": "ipython", "version": 3},
-}
-
-
-def _source(text: str) -> str:
-    return textwrap.dedent(text).strip("\n")
-
-
-def md(text: str) -> NotebookNode:
-    """A markdown cell."""
-    return nbformat.v4.new_markdown_cell(_source(text))
-
-
-def code(text: str, *tags: str) -> NotebookNode:
-    """A code cell carrying the given Jupyter cell tags (none: an exploration cell)."""
-    metadata = {"tags": list(tags)} if tags else {}
-    return nbformat.v4.new_code_cell(_source(text), metadata=metadata)
-
-
-def notebook(cells: list[NotebookNode]) -> NotebookNode:
-    """A v4 notebook with a Python kernel and stable cell ids (random ids would churn diffs)."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = dict(KERNELSPEC)
-    nb.metadata["language_info"] = dict(LANGUAGE_INFO)
-    for index, cell in enumerate(cells):
-        cell["id"] = f"cell-{index:02d}"
-    nb.cells = cells
-    nbformat.validate(nb)
-    return nb
+# The cell and notebook helpers are the example notebooks' own (same kernelspec, stable ids).
+sys.path.insert(0, str(HERE.parents[1] / "example_notebooks"))
+from make_examples import code, md, notebook  # noqa: E402
 
 
 # --- 1. Titanic, Kaggle's "Titanic Data Science Solutions" --------------------------------------
