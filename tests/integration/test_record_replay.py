@@ -168,6 +168,10 @@ def test_function_style_replays_the_call_whose_features_the_notebook_predicted(
     assert built.returncode == 0, built.stderr
     train, test = raw.iloc[:60], raw.iloc[60:]
     assert f"-> {test['age'].median():.4g}" in built.stderr  # the call predict() was given
+    # The raw input, its fingerprint and drift reference: the rows the model was fitted on (the
+    # first call), not the held-out rows the notebook transformed last.
+    card = json.loads((tmp_path / "out" / "model" / "model_card.json").read_text())
+    assert card["data_fingerprint"]["rows"] == len(train) == 60
 
     def features(frame: pd.DataFrame, median: float) -> pd.DataFrame:
         out = frame.assign(age=frame["age"].fillna(median))
