@@ -125,33 +125,7 @@ def _save_model(ns: dict[str, Any]) -> None:
     recording, first_arguments = frozen.stop_recording()
     runner = NotebookPath(ns, plan, recording, _RUN.get("snapshots"), first_arguments)
     raw = runner.raw_frame
-    golden_frame = raw.sample(n=min(GOLDEN_ROWS, len(raw)), random_state=0)
-    golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
-    complete = raw.dropna()
-    if len(golden_predictions) != len(golden_frame) and len(complete):
-        # Preprocessing that drops rows with nulls (df.dropna()) predicts complete rows only;
-        # the nullability probe then makes those columns required in the request schema.
-        golden_frame = complete.sample(n=min(GOLDEN_ROWS, len(complete)), random_state=0)
-        golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
-    if len(golden_predictions) != len(golden_frame):
-        cells = plan.predict if isinstance(plan.predict, CellsStep) else None
-        result = (cells and cells.result) or "its last expression"
-        raise ContractError(
-            f"the predict step returned {len(golden_predictions)} predictions for "
-            f"{len(golden_frame)} rows (its result: {result}); it must return one per input "
-            "row. End the predict cell with the predictions for all its input rows"
-        )
-    runner.settle_raw_inputs(golden_frame, golden_predictions)
-    ignored = runner.unused_columns(golden_frame, golden_predictions)
-    runner.fill_ignored(ignored)
-    columns = [c for c in raw.columns if c not in ignored]
-    nullable = nullable_columns(runner, golden_frame, columns)
-    golden_frame = _with_null_rows(raw, golden_frame, nullable)
-    golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
-    check_skew(runner, golden_frame, golden_predictions)
-    schema = infer_schema(raw[columns], ignored)
-    for column in schema["columns"]:
-        column["nullable"] = column["name"] in {str(c) for c in nullable}
+    golden_frame, golden_predictions, columns, schema = _golden_rows_and_schema(runner, plan)
     state = runner.state()
     state_bytes = _dump_state(state)
     parameters = {k: ns.get(k, v) for k, v in spec.get("parameters", {}).items()}
@@ -193,6 +167,45 @@ def _save_model(ns: dict[str, Any]) -> None:
     write_model_dir(_RUN["model_dir"], state_bytes, card, golden)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "no metrics"
     print(f"nb2prod: trained model {card.model_version} ({summary})", flush=True)
+
+
+def _golden_rows_and_schema(
+    runner: NotebookPath, plan: ServingPlan
+) -> tuple[pd.DataFrame, list[Any], list[Any], dict[str, Any]]:
+    """The golden rows and their predictions, the served columns and the input schema.
+
+    Along the way: which raw frames never reach predict, which columns serving never needs,
+    which columns accept null (a probe), and the skew guard on the final golden rows.
+    """
+    raw = runner.raw_frame
+    golden_frame = raw.sample(n=min(GOLDEN_ROWS, len(raw)), random_state=0)
+    golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
+    complete = raw.dropna()
+    if len(golden_predictions) != len(golden_frame) and len(complete):
+        # Preprocessing that drops rows with nulls (df.dropna()) predicts complete rows only;
+        # the nullability probe then makes those columns required in the request schema.
+        golden_frame = complete.sample(n=min(GOLDEN_ROWS, len(complete)), random_state=0)
+        golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
+    if len(golden_predictions) != len(golden_frame):
+        cells = plan.predict if isinstance(plan.predict, CellsStep) else None
+        result = (cells and cells.result) or "its last expression"
+        raise ContractError(
+            f"the predict step returned {len(golden_predictions)} predictions for "
+            f"{len(golden_frame)} rows (its result: {result}); it must return one per input "
+            "row. End the predict cell with the predictions for all its input rows"
+        )
+    runner.settle_raw_inputs(golden_frame, golden_predictions)
+    ignored = runner.unused_columns(golden_frame, golden_predictions)
+    runner.fill_ignored(ignored)
+    columns = [c for c in raw.columns if c not in ignored]
+    nullable = nullable_columns(runner, golden_frame, columns)
+    golden_frame = _with_null_rows(raw, golden_frame, nullable)
+    golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
+    check_skew(runner, golden_frame, golden_predictions)
+    schema = infer_schema(raw[columns], ignored)
+    for column in schema["columns"]:
+        column["nullable"] = column["name"] in {str(c) for c in nullable}
+    return golden_frame, golden_predictions, columns, schema
 
 
 def _recorded(plan: ServingPlan, recording: frozen.Recording) -> list[dict[str, Any]]:
