@@ -87,6 +87,7 @@ KINDS = {
     "target": "target",
     "split": "split",
     "apply": "column-wise apply",
+    "group_stat": "statistic per group",
 }
 #: Functions that split rows into training and held-out parts: at serving every part is the
 #: request's rows, so the part predict reads holds them all.
@@ -321,6 +322,8 @@ def _kind(call: ast.Call, numpy: dict[str, str | None], pandas: dict[str, str | 
         return _bins_kind(call, func.attr) if func.attr in ("cut", "qcut") else ""
     if func.attr in FIT_METHODS:
         return "fit"
+    if func.attr == "transform" and _group_transform(call) and _named_reduction(call):
+        return "group_stat"
     if func.attr == "apply" and isinstance(owner, (ast.Name, ast.Subscript)):
         # df[cols].apply(lambda x: skew(x)): per column, a statistic over the rows; the
         # runtime records it only when the result is one value per column.
@@ -343,6 +346,12 @@ def _group_transform(call: ast.Call) -> bool:
         for n in ast.walk(call.func)
     )
     return named or grouped
+
+
+def _named_reduction(call: ast.Call) -> bool:
+    """``.transform("median")``: a reduction named by a string nb2prod can record per group."""
+    first = call.args[0] if call.args else None
+    return isinstance(first, ast.Constant) and first.value in STAT_METHODS
 
 
 def _is_none(node: ast.expr) -> bool:
@@ -441,6 +450,8 @@ class _Rewriter:
         receiver = self._span(func.value)
         if kind == "fit":
             return f'{ALIAS}.fit({number}, {receiver}, "{func.attr}"{args})'
+        if kind == "group_stat":
+            return f"{ALIAS}.group_stat({number}, {receiver}{args})"
         if not isinstance(func.value, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)):
             receiver = f"({receiver})"
         if kind == "apply":

@@ -48,6 +48,7 @@ __all__ = [
     "dummies",
     "fit",
     "first_argument",
+    "group_stat",
     "replaying",
     "role_run",
     "split",
@@ -348,6 +349,25 @@ def target(site: int, value: Callable[[], Any]) -> Any:
     if _RECORDER is not None:
         _RECORDER.note(site, None)
     return result
+
+
+def group_stat(site: int, grouped: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    """``df.groupby(key)[col].transform("median")``: each row gets its group's training value.
+
+    Recorded as the table of values per group; replayed by looking up each request row's group
+    (a group training never saw gets a missing value, as an unseen level would).
+    """
+    run = _ACTIVE.get()
+    if run is None or site not in run.recording.values:
+        result = grouped.transform(name, *args, **kwargs)
+        if _RECORDER is not None and run is None:
+            if "GroupBy" in type(grouped).__name__:
+                _RECORDER.note(site, grouped.agg(name, *args, **kwargs))
+            else:
+                _RECORDER.live.add(site)
+        return result
+    table = run.next_value(site)
+    return grouped.transform(lambda group: table.get(group.name, float("nan")))
 
 
 def split(site: int, function: Callable[..., Any], *arrays: Any, **kwargs: Any) -> Any:

@@ -63,6 +63,58 @@ def check_skew(runner: NotebookPath, frame: pd.DataFrame, predictions: Sequence[
                 f"{len(frame)} rows: the serving code{_where(runner.plan)} makes a row's answer "
                 f"depend on the other rows of the request.{_suspect(runner.plan)}"
             )
+    _check_features(runner, frame)
+
+
+def _check_features(runner: NotebookPath, frame: pd.DataFrame) -> None:
+    """The same on the features predict receives: a class label can hide a skewed feature."""
+    batch = _rows(runner.features(frame), len(frame))
+    if batch is None:
+        return
+    names, values = batch
+    for row in range(len(frame)):
+        alone = _rows(runner.features(frame.iloc[[row]]), 1)
+        if alone is None:
+            return
+        for column, (got, want) in enumerate(zip(alone[1][0], values[row], strict=False)):
+            if not _same_value(got, want):
+                name = f" `{names[column]}`" if names else f" {column}"
+                raise SkewError(
+                    f"sample row {row}'s feature{name} is {got!r} alone but {want!r} in a batch "
+                    f"of {len(frame)} rows: the serving code{_where(runner.plan)} makes it "
+                    f"depend on the other rows of the request.{_suspect(runner.plan)}"
+                )
+
+
+def _rows(features: Any, count: int) -> tuple[list[str], list[list[Any]]] | None:
+    """The features as rows of values (and column names), when they are one row per input."""
+    names: list[str] = []
+    if isinstance(features, pd.DataFrame):
+        names = [str(c) for c in features.columns]
+        values = features.to_numpy(dtype=object)
+    elif isinstance(features, np.ndarray) and features.ndim == 2:
+        values = features
+    elif hasattr(features, "toarray"):
+        values = features.toarray()
+    else:
+        return None
+    if len(values) != count:
+        return None
+    return names, [list(row) for row in values]
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        if pd.isna(a) and pd.isna(b):
+            return True
+    except (TypeError, ValueError):
+        pass
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+        return bool(np.isclose(float(a), float(b), rtol=1e-9, atol=1e-12))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
 
 
 def _where(plan: ServingPlan) -> str:

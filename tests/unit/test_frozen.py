@@ -184,3 +184,16 @@ def test_a_column_wise_apply_is_recorded_only_when_it_reduces_each_column() -> N
         ranges, upper = spread(REQUEST)
     assert ranges.tolist() == [16.0, TRAIN["fare"].max() - TRAIN["fare"].min()]
     assert upper.tolist() == ["C"]
+
+
+def test_a_group_statistic_gives_each_row_its_groups_training_value() -> None:
+    def fill(df: pd.DataFrame) -> pd.Series:
+        return df["age"].fillna(frozen.group_stat(14, df.groupby("town")["age"], "median"))
+
+    recording = record(fill, TRAIN)
+    request = pd.DataFrame({"town": ["a", "c", "z"], "age": [np.nan, np.nan, np.nan]})
+    with frozen.replaying(recording):
+        served = fill(request)
+    medians = TRAIN.groupby("town")["age"].median()
+    assert served.iloc[:2].tolist() == [medians["a"], medians["c"]] == [35.0, 26.0]
+    assert np.isnan(served.iloc[2])  # a group training never saw

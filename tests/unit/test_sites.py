@@ -71,6 +71,18 @@ def test_a_column_wise_apply_is_a_site_the_runtime_keeps_only_if_it_reduces() ->
     assert f'{ALIAS}.stat(1, lambda: train[numeric], "apply", lambda x:' in result.code[4]
 
 
+def test_a_named_group_transform_is_a_group_statistic() -> None:
+    code = (
+        "df['Age'] = df['Age'].fillna(df.groupby(['Sex', 'Pclass'])['Age'].transform('median'))\n"
+    )
+    result = rewrite(code)
+    assert [s.kind for s in result.sites] == ["statistic per group"]
+    assert (
+        f"{ALIAS}.group_stat(1, df.groupby(['Sex', 'Pclass'])['Age'], 'median')" in (result.code[4])
+    )
+    assert rewrite("df['a'] = df.groupby('k')['a'].transform(lambda x: x - x.mean())\n").sites == ()
+
+
 def test_strict_cells_and_other_roles_are_left_alone() -> None:
     code = "df['a'] = df['a'].fillna(df['a'].mean())\n"
     assert rewrite(code, strict=True).sites == ()
