@@ -503,19 +503,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a notebook is stale")
     args = parser.parse_args(argv)
+    files = {Path(f"{name}.ipynb"): render(name) for name in EXAMPLES}
+    return sync(HERE, files, check=args.check, script=Path(__file__).name)
+
+
+def sync(root: Path, files: dict[Path, str], *, check: bool, script: str) -> int:
+    """Write ``files`` (paths relative to ``root``) where they differ, or with ``check`` list
+    the stale ones and return 1."""
     stale = []
-    for name in EXAMPLES:
-        path = HERE / f"{name}.ipynb"
-        text = render(name)
+    for relative, text in files.items():
+        path = root / relative
         if path.exists() and path.read_text(encoding="utf-8") == text:
             continue
-        if args.check:
-            stale.append(path.name)
+        if check:
+            stale.append(str(relative))
         else:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path}")
     if stale:
-        print(f"stale: {', '.join(stale)}; run {Path(__file__).name}", file=sys.stderr)
+        print(f"stale: {', '.join(stale)}; run {script}", file=sys.stderr)
         return 1
     return 0
 

@@ -31,50 +31,14 @@ ALIAS = "nb2prod_frozen"
 IMPORT = f"from nb2prod_runtime import frozen as {ALIAS}"
 
 FIT_METHODS = frozenset({"fit", "fit_transform", "fit_predict", "partial_fit", "fit_resample"})
+_REDUCTIONS = frozenset("mean median std var min max sum quantile".split())
 #: Reductions along rows (pandas methods, and numpy's array methods of the same names).
-STAT_METHODS = frozenset(
-    {
-        "mean",
-        "median",
-        "std",
-        "var",
-        "min",
-        "max",
-        "sum",
-        "quantile",
-        "mode",
-        "value_counts",
-        "unique",
-        "nunique",
-        "count",
-    }
-)
-#: numpy functions that reduce along rows.
-NUMPY_STATS = frozenset(
-    {
-        "mean",
-        "median",
-        "std",
-        "var",
-        "min",
-        "max",
-        "amin",
-        "amax",
-        "sum",
-        "quantile",
-        "percentile",
-        "average",
-        "unique",
-        "nanmean",
-        "nanmedian",
-        "nanstd",
-        "nanvar",
-        "nanmin",
-        "nanmax",
-        "nansum",
-        "nanquantile",
-        "nanpercentile",
-    }
+STAT_METHODS = _REDUCTIONS | frozenset("mode value_counts unique nunique count".split())
+#: numpy functions that reduce along rows, NaN-skipping variants included.
+NUMPY_STATS = (
+    _REDUCTIONS
+    | frozenset("amin amax percentile average unique".split())
+    | frozenset(f"nan{name}" for name in [*_REDUCTIONS, "percentile"])
 )
 #: Methods whose first positional argument is the axis (``df.mean(1)`` is per row).
 _AXIS_FIRST = STAT_METHODS - {"quantile", "value_counts", "unique", "count"}

@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 # The cell and notebook helpers are the example notebooks' own (same kernelspec, stable ids).
 sys.path.insert(0, str(HERE.parents[1] / "example_notebooks"))
-from make_examples import code, md, notebook  # noqa: E402
+from make_examples import code, md, notebook, sync  # noqa: E402
 
 
 # --- 1. Titanic, Kaggle's "Titanic Data Science Solutions" --------------------------------------
@@ -1221,23 +1221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a file is stale")
     args = parser.parse_args(argv)
-    stale = []
-    for name in CORPUS:
-        for relative, text in render(name).items():
-            path = HERE / relative
-            if path.exists() and path.read_text(encoding="utf-8") == text:
-                continue
-            if args.check:
-                stale.append(str(relative))
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text, encoding="utf-8")
-                print(f"wrote {path}")
-    if stale:
-        print(f"stale: {', '.join(stale)}; run {Path(__file__).name}", file=sys.stderr)
-        return 1
-    return 0
-
+    files = {relative: text for name in CORPUS for relative, text in render(name).items()}
+    return sync(HERE, files, check=args.check, script=Path(__file__).name)
 
 if __name__ == "__main__":
     sys.exit(main())
