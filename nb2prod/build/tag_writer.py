@@ -11,10 +11,14 @@ member) is replaced or inserted, in the layout its neighbours already use.
 The result is checked by parsing it: it must equal the original with exactly the wanted
 tag changes, or nothing is written. The file is replaced atomically, and not at all if it
 changed on disk since it was read.
+
+A little over 400 lines: the position-keeping JSON scanner serves only this writer, so it
+lives here rather than in a module of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -90,21 +94,16 @@ class _Scanner:
 
     def value(self) -> _Node:
         """Scan the value at the current position (after whitespace)."""
-        self.pos = _WS.match(self.text, self.pos).end()  # type: ignore[union-attr]
+        self._skip_ws()
         char = self.text[self.pos : self.pos + 1]
         if char and char in "{[":
             return self._container(char)
-        pattern = _STRING if char == '"' else None
-        match = (
-            pattern.match(self.text, self.pos)
-            if pattern
-            else (_LITERAL.match(self.text, self.pos) or _NUMBER.match(self.text, self.pos))
-        )
+        patterns = (_STRING,) if char == '"' else (_LITERAL, _NUMBER)
+        match = next(filter(None, (p.match(self.text, self.pos) for p in patterns)), None)
         if match is None:
             raise ValueError(f"unexpected character at offset {self.pos}")
-        node = _Node("scalar", self.pos, match.end())
         self.pos = match.end()
-        return node
+        return _Node("scalar", match.start(), match.end())
 
     def _container(self, opening: str) -> _Node:
         node = _Node("object" if opening == "{" else "array", self.pos)
@@ -279,33 +278,37 @@ def _detect_style(text: str, root: _Node) -> _Style:
     )
 
 
+_Render = Callable[[str, bool], str]  # (indentation of the line, multiline?) -> JSON text
+
+
 def _cell_edit(
     text: str, style: _Style, cell: _Node, after: tuple[str, ...]
 ) -> tuple[int, int, str]:
     """The one splice that gives this cell the tags ``after``: (start, end, replacement)."""
     new_items = [json.dumps(tag, ensure_ascii=style.ensure_ascii) for tag in after]
+
+    def tags(base: str, multiline: bool) -> str:
+        return _array(style, new_items, base, multiline)
+
     metadata = _last_member(cell, "metadata")
     if metadata is None:
-        return _insert_member(text, style, cell, "metadata", _object_render(style, new_items))
-    tags = _last_member(metadata.value, "tags")
-    if tags is None:
         return _insert_member(
-            text, style, metadata.value, "tags", lambda base, ml: _array(style, new_items, base, ml)
+            text, style, cell, "metadata", lambda b, ml: _object(style, "tags", tags, b, ml)
         )
-    return _replace_array(text, style, metadata.value, tags.value, after)
+    old = _last_member(metadata.value, "tags")
+    if old is None:
+        return _insert_member(text, style, metadata.value, "tags", tags)
+    return _replace_array(text, style, metadata.value, old.value, after)
 
 
-def _object_render(style: _Style, items: list[str]) -> Callable[[str, bool], str]:
-    """Render ``{"tags": [...]}`` for a cell that has no metadata at all."""
-
-    def render(base: str, multiline: bool) -> str:
-        if not multiline:
-            return '{"tags"' + style.key_sep + _array(style, items, base, False) + "}"
-        inner = base + style.unit
-        member = '"tags"' + style.key_sep + _array(style, items, inner, True)
-        return "{" + style.newline + inner + member + style.newline + base + "}"
-
-    return render
+def _object(style: _Style, key: str, render: _Render, base: str, multiline: bool) -> str:
+    """A new one-member object, laid out as json.dumps with the file's indent would write
+    it at indentation ``base``."""
+    if not multiline:
+        return "{" + json.dumps(key) + style.key_sep + render(base, False) + "}"
+    inner = base + style.unit
+    member = json.dumps(key) + style.key_sep + render(inner, True)
+    return "{" + style.newline + inner + member + style.newline + base + "}"
 
 
 def _array(style: _Style, items: list[str], base: str, multiline: bool) -> str:
@@ -338,19 +341,14 @@ def _replace_array(
 
 
 def _insert_member(
-    text: str, style: _Style, obj: _Node, key: str, render: Callable[[str, bool], str]
+    text: str, style: _Style, obj: _Node, key: str, render: _Render
 ) -> tuple[int, int, str]:
     """Add ``key`` to ``obj``: where nbformat's sorted keys would put it if the object's keys
     are sorted, else last; separated and indented like its siblings."""
     members = obj.members
     if not members:
-        if not style.multiline:
-            member = json.dumps(key) + style.key_sep + render("", False)
-            return obj.start, obj.end, "{" + member + "}"
         base = _line_indent(text, obj.start)
-        inner = base + style.unit
-        member = json.dumps(key) + style.key_sep + render(inner, True)
-        return obj.start, obj.end, "{" + style.newline + inner + member + style.newline + base + "}"
+        return obj.start, obj.end, _object(style, key, render, base, style.multiline)
     keys = [m.key for m in members]
     index = bisect_left(keys, key) if keys == sorted(keys) else len(keys)
     if len(members) > 1:
@@ -401,8 +399,8 @@ def _verify(old_text: str, new_text: str, changes: list[TagChange]) -> None:
 def _replace_atomically(path: Path, original: bytes, new: bytes) -> None:
     """Write ``new`` to a temporary file beside ``path`` and rename it over ``path``, unless
     the file no longer holds ``original``; on any failure the original stays as it was."""
-    mode = stat.S_IMODE(path.stat().st_mode)
     try:
+        mode = stat.S_IMODE(path.stat().st_mode)
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
         raise NotebookError(f"cannot write beside {path}: {err.strerror or err}") from err
@@ -430,14 +428,10 @@ def _replace_atomically(path: Path, original: bytes, new: bytes) -> None:
 
 
 def _fsync_directory(folder: Path) -> None:
-    # Makes the rename itself durable; some file systems can't open a directory: best effort.
-    try:
+    """Make the rename itself durable; best effort (some file systems can't open a folder)."""
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

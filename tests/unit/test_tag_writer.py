@@ -154,6 +154,37 @@ def test_other_tools_tags_can_be_replaced(tmp_path: Path) -> None:
     assert path.read_text() == _nbformat_text(_with_tags(nb, {4: ()}))
 
 
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"trusted": True},  # "tags" goes before the only key, as sorted keys put it
+        {"jupyter": {"source_hidden": True}, "trusted": True},  # between two keys
+        {"tags": []},  # an empty list becomes a multi-line one
+        {"tags": ["a"], "trusted": True},
+    ],
+)
+@pytest.mark.parametrize(
+    "dump",
+    [
+        _nbformat_text,
+        lambda nb: json.dumps(nb, sort_keys=True),
+        lambda nb: json.dumps(nb, indent=3, sort_keys=True).replace("\n", "\r\n"),
+    ],
+    ids=["nbformat", "compact-sorted", "indent3-crlf"],
+)
+def test_metadata_shapes(
+    tmp_path: Path, metadata: dict[str, Any], dump: Callable[[Any], str]
+) -> None:
+    nb = new_notebook(cells=[new_markdown_cell("x"), new_code_cell("y = 1", metadata=metadata)])
+    path = _write(tmp_path / "nb.ipynb", dump(nb))
+    wanted = {2: ("train", "b")}
+    assert write_tags(path, wanted) == [
+        TagChange(2, tuple(metadata.get("tags", ())), ("train", "b"))
+    ]
+    assert path.read_bytes().decode() == dump(_with_tags(nb, wanted))
+    _valid(path.read_text())
+
+
 def test_cell_without_metadata_gets_one_in_sorted_or_last_position(tmp_path: Path) -> None:
     cell = {"cell_type": "code", "execution_count": None, "outputs": [], "source": "x = 1"}
     nb = {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 4}
