@@ -30,7 +30,7 @@ each library's sampling functions.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import NotebookError
@@ -156,6 +156,16 @@ def refuse_random_draws(cells: Sequence[Cell], imports: Iterable[ImportBinding])
     if draws:
         first = min(draws, key=lambda d: (d.cell.number, d.line))
         raise NotebookError(first.message, hint=first.hint)
+
+
+def call_resolver(
+    tree: ast.AST, imports: Iterable[ImportBinding]
+) -> Callable[[ast.expr], str | None]:
+    """How one cell's code names a callee: ``np.random.rand`` -> ``numpy.random.rand``, through
+    the notebook's imports and the cell's own; None for a name the cell binds itself or for
+    anything that is not reached through an import. For analyses outside the serving path."""
+    modules = {b.name: _import_target(b.statement) for b in imports}
+    return _Scope(modules, (tree,)).qualified
 
 
 def _serving_units(
