@@ -14,9 +14,14 @@ if TYPE_CHECKING:  # the runtime's typed card; models itself imports nothing fro
     from .runtime.card import GoldenSet, ModelCard
 
 #: Roles nb2prod acts on, in the order a reader meets them.
-ROLES = ("parameters", "load", "preprocess", "train", "evaluate", "predict", "monitor", "skip")
-#: Roles whose cells run, in notebook order, in the training script.
-TRAINING_ROLES = ("parameters", "load", "preprocess", "train", "evaluate", "predict")
+ROLES = (
+    *("parameters", "definitions", "load", "preprocess", "train", "evaluate", "predict"),
+    *("monitor", "skip"),
+)
+#: Roles whose cells run, in notebook order, in the training script. ``definitions``: cells
+#: that only define functions, classes and constants other cells use (Kale's ``imports`` and
+#: ``functions``, and untagged cells nb2prod includes by itself).
+TRAINING_ROLES = ("parameters", "definitions", "load", "preprocess", "train", "evaluate", "predict")
 #: Roles whose cells run in the service.
 SERVING_ROLES = ("preprocess", "predict", "monitor")
 
@@ -49,6 +54,9 @@ class Cell:
     ends_with_expression: bool = False
     # `# nb2prod: strict` or --strict: no record/replay here; a fit on the serving path is refused
     strict: bool = False
+    # Where the role comes from: "tag" (a Jupyter tag), "directive" (`# nb2prod: <role>`),
+    # "kale" (a Kubeflow Kale tag), "definition" (an untagged cell nb2prod includes); None.
+    origin: str | None = None
 
     @property
     def first_line(self) -> str:
@@ -63,6 +71,16 @@ class Cell:
         """How messages name this cell: number, role and first line."""
         role = self.role or "untagged"
         return f"cell {self.number} [{role}] ({self.first_line!r})"
+
+
+@dataclass(frozen=True)
+class KaleBlock:
+    """One Kubeflow Kale block (or special tag) and the role nb2prod gives its cells."""
+
+    name: str  # the block's name, or the special tag (``imports``, ``pipeline-metrics``, ...)
+    role: str
+    cells: tuple[int, ...]
+    how: str  # "kale tag", "analysis" or "--role-map"
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,7 @@ class NotebookSpec:
         str, ...
     ]  # names serving code reads that training binds (state + raw input)
     notices: tuple[str, ...] = ()
+    kale_blocks: tuple[KaleBlock, ...] = ()  # how Kubeflow Kale's blocks were read
 
     def cells_with_role(self, role: str) -> tuple[Cell, ...]:
         """The cells tagged ``role``, in notebook order."""
@@ -156,6 +175,7 @@ class BuildOptions:
     force: bool = False
     template: Path | None = None
     strict: bool = False  # refuse fits on the serving path instead of recording them
+    role_map: dict[str, str] = field(default_factory=dict)  # Kale block -> role (--role-map)
     docker: bool = True
     train_on_host: bool = False
     base_image: str | None = None

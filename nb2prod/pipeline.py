@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 # Heavy stages (FastAPI, docker, Google and Kubernetes clients) are imported where
 # they are used, so `nb2prod check` stays a fast lint.
-from .build import notebook, output, render, requirements, sites
+from .build import notebook, output, render, requirements, sites, tagging
 from .build import plan as build_plan
+from .build.tag_writer import TagChange
 from .builddir import BuildDir
 from .engine import (
     Engine,
@@ -53,26 +54,53 @@ def _quiet(_: str) -> None:
 
 
 def check(
-    path: Path, parameters: dict[str, Any] | None = None, *, strict: bool = False
+    path: Path,
+    parameters: dict[str, Any] | None = None,
+    *,
+    strict: bool = False,
+    role_map: dict[str, str] | None = None,
 ) -> NotebookSpec:
     """Validate the notebook contract without writing anything (``nb2prod check``)."""
-    spec, _, _ = _analyse(path, parameters, strict)
+    spec, _, _ = _analyse(path, parameters, strict, role_map)
     return spec
 
 
 def check_plan(
-    path: Path, parameters: dict[str, Any] | None = None, *, strict: bool = False
+    path: Path,
+    parameters: dict[str, Any] | None = None,
+    *,
+    strict: bool = False,
+    role_map: dict[str, str] | None = None,
 ) -> tuple[NotebookSpec, ServingPlan]:
     """:func:`check`, with the serving plan (its recorded sites) for the listing."""
-    spec, plan, _ = _analyse(path, parameters, strict)
+    spec, plan, _ = _analyse(path, parameters, strict, role_map)
     return spec, plan
 
 
+def tag(path: Path, role_map: dict[str, str] | None = None) -> tagging.TagReport:
+    """A role for every code cell of ``path``, as read or proposed (``nb2prod tag``)."""
+    notebook.read_cells(path)  # an unreadable notebook: the reading error, before the analysis
+    return tagging.tag_report(path, role_map)
+
+
+def cell_listing(path: Path, role_map: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Each code cell's role from its tags, read without refusing anything."""
+    return tagging.cell_listing(path, role_map)
+
+
+def write_tags(report: tagging.TagReport) -> list[TagChange]:
+    """Add ``report``'s roles to the notebook as tags (``nb2prod tag --write``)."""
+    return tagging.write_report(report)
+
+
 def _analyse(
-    path: Path, parameters: dict[str, Any] | None, strict: bool = False
+    path: Path,
+    parameters: dict[str, Any] | None,
+    strict: bool = False,
+    role_map: dict[str, str] | None = None,
 ) -> tuple[NotebookSpec, ServingPlan, tuple[Requirement, ...]]:
     """Read the notebook, plan its serving and pin its imports: once per command."""
-    spec = notebook.read_notebook(path, parameters, strict=strict)
+    spec = notebook.read_notebook(path, parameters, strict=strict, role_map=role_map)
     plan = build_plan.serving_plan(spec)  # the serving shape problems check must catch too
     notices: list[str] = sites.evaluation_notices(spec.cells, plan.sites)
     pins = requirements.resolve_requirements(spec, notices)
@@ -91,9 +119,10 @@ def generate(
     force: bool = False,
     template: Path | None = None,
     strict: bool = False,
+    role_map: dict[str, str] | None = None,
 ) -> BuildContext:
     """Write the build context for ``path`` and nothing else (``nb2prod generate``)."""
-    spec, plan, pins = _analyse(path, parameters, strict)
+    spec, plan, pins = _analyse(path, parameters, strict, role_map)
     target = (output_dir or default_output(spec)).resolve()
     inputs = output.notebook_inputs(spec)
     with output.staged_directory(target, force, inputs) as staging:
@@ -113,7 +142,9 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     say = progress or _quiet
     steps = _Steps(options, say, None if options.quiet else progress)
     with steps.timed("check"):
-        spec, plan, pins = _analyse(options.notebook, options.parameters, options.strict)
+        spec, plan, pins = _analyse(
+            options.notebook, options.parameters, options.strict, options.role_map
+        )
     for notice in spec.notices:
         say(f"notice: {notice}")
     engine = connect() if options.docker else None  # fail before training when there is none

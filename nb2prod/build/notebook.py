@@ -20,11 +20,15 @@ from typing import Any
 import nbformat
 
 from ..errors import ConfigError, NotebookError
-from ..models import ROLES, SERVING_ROLES, Cell, ImportBinding, NotebookSpec
+from ..models import SERVING_ROLES, Cell, ImportBinding, KaleBlock, NotebookSpec
 from ..naming import repository_name
+from . import assign
+from .assign import ROLE_COMMENT, STRICT_DIRECTIVE
 from .determinism import refuse_random_draws
 from .names import name_use, parameter_assignments
 from .pip_hints import pip_install_hints
+from .roles import propose_roles
+from .run_all import run_all_notices
 from .secrets import refuse_secret_parameters
 
 #: Calls that fit state; on the serving path they would re-fit on each request.
@@ -32,33 +36,34 @@ FIT_METHODS = frozenset({"fit", "fit_transform", "fit_predict", "partial_fit", "
 #: Cell magics whose body is still Python (the magic only times or captures it).
 PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
 
-_ROLE_COMMENT = re.compile(r"^\s*#\s*nb2prod\s*:\s*([\w-]+)\s*$")
-#: A line that keeps a cell out of record/replay (the fit refusal applies instead).
-STRICT_DIRECTIVE = "strict"
 _SHELL_ASSIGN = re.compile(r"^\s*[\w.]+\s*=\s*[!%]")
 _PIP = re.compile(r"^\s*[!%]\s*(?:python -m\s+)?pip3?\s+install\s+(.*)$")
 
 
 def read_notebook(
-    path: Path, overrides: dict[str, Any] | None = None, *, strict: bool = False
+    path: Path,
+    overrides: dict[str, Any] | None = None,
+    *,
+    strict: bool = False,
+    role_map: dict[str, str] | None = None,
 ) -> NotebookSpec:
     """Read ``path`` and return its spec; raise NotebookError when it breaks the contract.
 
     ``strict`` (``--strict``) treats every serving cell as if it carried ``# nb2prod: strict``:
     nothing is recorded and replayed there, and a fit on the serving path is refused.
+    ``role_map`` (``--role-map``) gives Kubeflow Kale blocks their roles.
     """
     raw = _load(path)
     _check_kernel(raw)
+    notices: list[str] = []
+    assigned, kale_blocks = _assign_roles(raw, role_map or {})
     cells: list[Cell] = []
     imports: dict[str, ImportBinding] = {}
     pip_hints: list[str] = []
-    notices: list[str] = []
-    for number, nb_cell in enumerate(raw.cells, start=1):
-        if nb_cell.cell_type != "code":
-            continue
-        cell, cell_imports, pip_lines = _read_cell(number, nb_cell, notices)
-        if strict and not cell.strict:
-            cell = replace(cell, strict=True)
+    for number, nb_cell in _code_cells(raw):
+        role, origin = assigned.get(number, (None, None))
+        cell, cell_imports, pip_lines = _read_cell(number, nb_cell, role, notices)
+        cell = replace(cell, origin=origin, strict=cell.strict or strict)
         for arguments in pip_lines:
             pip_hints.extend(pip_install_hints(arguments, path.resolve().parent, notices))
         for binding in cell_imports:
@@ -66,18 +71,20 @@ def read_notebook(
             if binding.name not in imports or cell.role is not None:
                 imports[binding.name] = binding
         cells.append(cell)
-
+    _require_roles(cells, path, kale_blocks)
+    cells = assign.include_definitions(cells, notices)
     # Cells holding only imports are where notebooks keep them, not skipped work.
     untagged = [c for c in cells if c.role is None and c.code.strip()]
     if untagged:
         listed = ", ".join(str(c.number) for c in untagged)
         notices.append(f"untagged cells are not run: {listed}")
-    _require_roles(cells)
+    assign.refuse_untagged_bindings(cells, imports, path)
     parameters = _parameters(cells)
     applied = _apply_overrides(parameters, overrides or {}, cells)
     refuse_secret_parameters(cells, applied)
     _refuse_fitting_on_serving_path(cells)
     refuse_random_draws(cells, imports.values())
+    notices.extend(run_all_notices(cells, tuple(imports.values())))
     preprocess_style = _style(cells, "preprocess")
     predict_style = _style(cells, "predict")
     serving_reads = _resolve_serving_reads(cells, imports, notices)
@@ -94,7 +101,57 @@ def read_notebook(
         predict_style=predict_style,
         serving_reads=serving_reads,
         notices=tuple(notices),
+        kale_blocks=kale_blocks,
     )
+
+
+def read_cells(path: Path) -> list[Cell]:
+    """Every code cell, read without roles (imports and magics taken out): what ``nb2prod tag``
+    and the Kale mapping analyse. Never refuses a cell."""
+    raw = _load(path)
+    return [_read_cell(number, nb_cell, None, [])[0] for number, nb_cell in _code_cells(raw)]
+
+
+def cell_tags(path: Path) -> dict[int, list[str]]:
+    """Each code cell's Jupyter tags, by cell number."""
+    return {n: _tags(c) for n, c in _code_cells(_load(path))}
+
+
+def assigned_roles(
+    path: Path, role_map: dict[str, str] | None = None
+) -> tuple[dict[int, tuple[str | None, str | None]], tuple[KaleBlock, ...]]:
+    """Each code cell's (role, origin) from tags, directives and Kale, before any check."""
+    return _assign_roles(_load(path), role_map or {})
+
+
+def _code_cells(raw: nbformat.NotebookNode) -> list[tuple[int, nbformat.NotebookNode]]:
+    return [(n, c) for n, c in enumerate(raw.cells, start=1) if c.cell_type == "code"]
+
+
+def _source(nb_cell: nbformat.NotebookNode) -> str:
+    return nb_cell.source if isinstance(nb_cell.source, str) else "".join(nb_cell.source)
+
+
+def _tags(nb_cell: nbformat.NotebookNode) -> list[str]:
+    tags = nb_cell.get("metadata", {}).get("tags", []) or []
+    return [t for t in tags if isinstance(t, str)]
+
+
+def _assign_roles(
+    raw: nbformat.NotebookNode, role_map: dict[str, str]
+) -> tuple[dict[int, tuple[str | None, str | None]], tuple[KaleBlock, ...]]:
+    """Roles from nb2prod's tags and directives, then from Kale's tags for the other cells."""
+    code_cells = _code_cells(raw)
+    assigned = {n: assign.own_role(n, _source(c), _tags(c)) for n, c in code_cells}
+    own = {n for n, (role, _) in assigned.items() if role is not None}
+    tags = {n: _tags(c) for n, c in code_cells}
+    baseline = [_read_cell(n, c, None, [])[0] for n, c in code_cells]
+    kale_roles, blocks = assign.kale_roles(tags, own, baseline, role_map)
+    empty = {c.number for c in baseline if not c.code.strip()}  # imports only: nothing to run
+    for number, role in kale_roles.items():
+        if number not in own and number not in empty:
+            assigned[number] = (role, "kale")
+    return assigned, blocks
 
 
 def parse_parameter(assignment: str) -> tuple[str, Any]:
@@ -155,13 +212,12 @@ def _check_kernel(raw: nbformat.NotebookNode) -> None:
 
 
 def _read_cell(
-    number: int, nb_cell: nbformat.NotebookNode, notices: list[str]
+    number: int, nb_cell: nbformat.NotebookNode, role: str | None, notices: list[str]
 ) -> tuple[Cell, list[ImportBinding], list[str]]:
-    source = nb_cell.source if isinstance(nb_cell.source, str) else "".join(nb_cell.source)
-    role = _role(number, source, list(nb_cell.get("metadata", {}).get("tags", []) or []))
+    source = _source(nb_cell)
     lines = source.splitlines()
     strict = any(
-        (m := _ROLE_COMMENT.match(line)) and m.group(1) == STRICT_DIRECTIVE for line in lines
+        (m := ROLE_COMMENT.match(line)) and m.group(1) == STRICT_DIRECTIVE for line in lines
     )
     first_code = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first_code is not None and lines[first_code].lstrip().startswith("%%"):
@@ -191,14 +247,6 @@ def _read_cell(
             hint="Fix the line in the notebook and run the cell once in Jupyter to check it.",
         ) from err
     bindings, code = _take_imports(number, tree, code)
-    if role is None or role == "skip":
-        # Untagged cells never run; only their imports and bindings matter.
-        use = name_use(tree)
-        return (
-            Cell(number=number, role=role, source=source, code=code, binds=use.binds),
-            bindings,
-            pip_lines,
-        )
     body = ast.parse(code, filename=f"<cell {number}>")
     use = name_use(body)
     result, ends_with_expression = _result(body)
@@ -230,29 +278,9 @@ def _blank_magics(lines: list[str], first_code: int | None) -> list[str]:
             if pip:
                 pip_lines.append(pip.group(1))
             lines[index] = ""
-        elif _ROLE_COMMENT.match(line) and index == first_code:
+        elif ROLE_COMMENT.match(line) and index == first_code:
             lines[index] = ""
     return pip_lines
-
-
-def _role(number: int, source: str, tags: list[str]) -> str | None:
-    roles = [tag for tag in tags if tag in ROLES]
-    first = next((line for line in source.splitlines() if line.strip()), "")
-    comment = _ROLE_COMMENT.match(first)
-    if comment and comment.group(1) != STRICT_DIRECTIVE:
-        if comment.group(1) not in ROLES:
-            raise NotebookError(
-                f"cell {number}: unknown role {comment.group(1)!r} in {first.strip()!r}",
-                hint=f"Roles are: {', '.join(ROLES)}.",
-            )
-        roles.append(comment.group(1))
-    roles = list(dict.fromkeys(roles))
-    if len(roles) > 1:
-        raise NotebookError(
-            f"cell {number} ({_first_line(source)!r}) has several roles: {', '.join(roles)}",
-            hint="Give each cell one role; split the cell if it does two jobs.",
-        )
-    return roles[0] if roles else None
 
 
 def _take_imports(number: int, tree: ast.Module, code: str) -> tuple[list[ImportBinding], str]:
@@ -309,16 +337,39 @@ def _result(tree: ast.Module) -> tuple[str | None, bool]:
     return assigned, False
 
 
-def _require_roles(cells: list[Cell]) -> None:
+def _require_roles(cells: list[Cell], path: Path, kale_blocks: tuple[KaleBlock, ...]) -> None:
+    """A train and a predict cell must exist; say which cells look like them, and how to tag."""
     present = {cell.role for cell in cells}
-    for role, what in (("train", "fits the model"), ("predict", "makes predictions")):
-        if role not in present:
-            raise NotebookError(
-                f"no cell is tagged `{role}`: nb2prod needs the cell that {what}",
-                hint=f"Add the tag `{role}` to that cell (View > Cell Toolbar > Tags in Jupyter, "
-                f"or the cell's property inspector in JupyterLab), or start it with "
-                f"`# nb2prod: {role}`.",
-            )
+    missing = [role for role in ("train", "predict") if role not in present]
+    if not missing:
+        return
+    role = missing[0]
+    proposals, hint = propose_roles(cells)
+    proposed = [p.cell for p in proposals if p.role == role]
+    fits = [c.number for c in cells if re.search(r"\.fit\(|\b(?:xgb|lgb)\.train\(", c.code)]
+    what = "fits the model" if role == "train" else "makes predictions"
+    message = f"no cell is tagged `{role}`: nb2prod needs the cell that {what}"
+    if role == "train" and fits:
+        message += f"; cells calling `.fit(`: {', '.join(map(str, fits))}"
+    elif proposed:
+        message += f"; it looks like cell {proposed[-1]}"
+    if kale_blocks:
+        mapped = ", ".join(f"{b.name} -> {b.role}" for b in kale_blocks)
+        message += f". nb2prod read the Kubeflow Kale tags as: {mapped}"
+        advice = (
+            f"Map the block that {what} with --role-map BLOCK={role}, or tag the cell `{role}` "
+            "(nb2prod's own tags win over Kale's)."
+        )
+    else:
+        advice = (
+            f"Run `nb2prod tag {path.name}` to see a proposed role for every cell, and "
+            f"`nb2prod tag {path.name} --write` to add them; or tag the cell `{role}` yourself "
+            f"(Jupyter's cell tags, or a first line `# nb2prod: {role}`)."
+        )
+    if role == "predict" and hint is not None and not proposed:
+        advice += f" No cell predicts on its own: add a cell after cell {hint.after_cell} with\n"
+        advice += "\n".join(f"    {line}" for line in hint.source.splitlines())
+    raise NotebookError(message, hint=advice)
 
 
 def _parameters(cells: list[Cell]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import __version__
+from ..build.kale import parse_role_map
 from ..build.notebook import parse_parameter
 from ..errors import EXIT_CODES
 
@@ -34,12 +35,24 @@ STRICT_HELP = (
     "request's rows). One cell: a `# nb2prod: strict` line."
 )
 
+ROLE_MAP_HELP = (
+    "Roles for Kubeflow Kale blocks, e.g. --role-map loaddata=load,featureengineering=preprocess. "
+    "Without it each block gets the role nb2prod's analysis gives its cells (`nb2prod check` "
+    "shows the mapping)."
+)
+
+
+def role_map(text: str | None) -> dict[str, str]:
+    """``--role-map`` as {block: role}; a ConfigError when it is not BLOCK=ROLE,..."""
+    return parse_role_map(text)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def context_options(command: F) -> F:
-    """NOTEBOOK, -o, -p, --force, --template and --strict: what generate and build share."""
+    """NOTEBOOK, -o, -p, --force, --template, --strict and --role-map: what generate and build
+    share."""
     decorators = [
         click.argument("notebook", type=click.Path(path_type=Path)),
         click.option(
@@ -57,6 +70,7 @@ def context_options(command: F) -> F:
             help="A cookiecutter template dir to use instead of nb2prod's own layout.",
         ),
         click.option("--strict", is_flag=True, help=STRICT_HELP),
+        click.option("--role-map", "role_map_text", metavar="BLOCK=ROLE,...", help=ROLE_MAP_HELP),
     ]
     for decorator in reversed(decorators):
         command = decorator(command)
@@ -77,10 +91,15 @@ def cli(debug: bool) -> None:
       train       fits the model (required)
       evaluate    every scalar number it binds is a recorded metric
       predict     features -> predictions; runs in serving (required)
-      skip        never run; untagged cells are not run either
+      definitions functions, classes and constants other cells use
+      skip        never run; untagged cells are not run either, except
+                  cells that only define what tagged cells use
+    Kubeflow Kale tags (block:/step:, imports, functions, skip, ...) are
+    read too; `nb2prod check` shows how.
 
     \b
     Typical use:
+      nb2prod tag nb.ipynb --write           # propose and add the tags
       nb2prod check nb.ipynb                 # fast contract lint (CI)
       nb2prod build nb.ipynb --no-docker     # generate, train, verify parity
       nb2prod serve build/nb                 # serve it on 127.0.0.1:8080

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,16 +10,19 @@ import click
 
 from .. import pipeline
 from ..builddir import BuildDir
-from ..errors import ConfigError
+from ..errors import ConfigError, Nb2ProdError
 from ..models import BuildOptions, NotebookSpec
 from ..runtime.plan import ServingPlan
+from . import check_report
 from .group import (
     EXIT_CODE_HELP,
     PARAM_HELP,
+    ROLE_MAP_HELP,
     STRICT_HELP,
     cli,
     context_options,
     parameters,
+    role_map,
     say,
 )
 
@@ -27,17 +31,94 @@ from .group import (
 @click.argument("notebook", type=click.Path(path_type=Path))
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
-def check(notebook: Path, params: tuple[str, ...], strict: bool) -> None:
+@click.option("--role-map", "role_map_text", metavar="BLOCK=ROLE,...", help=ROLE_MAP_HELP)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print the findings as JSON on stdout: {"ok": ..., "cells": [{"cell", "role", '
+    '"runs_in_training", "from", "first_line"}, ...], ...}; on a refusal also "error" and '
+    '"hint" (and the same exit code).',
+)
+def check(
+    notebook: Path,
+    params: tuple[str, ...],
+    strict: bool,
+    role_map_text: str | None,
+    as_json: bool,
+) -> None:
     """Validate NOTEBOOK against the contract; print cell roles and the serving state.
 
     Writes nothing. Exits 0 when `nb2prod build` would accept the notebook,
     with exit code 3 (and the cell, line and fix) when it would not. Lists
     the fits and statistics over the input rows that training will record
-    and serving will replay (cell, line, expression).
+    and serving will replay (cell, line, expression), and how Kubeflow
+    Kale blocks map to roles.
     """
-    spec, plan = pipeline.check_plan(notebook, parameters(params), strict=strict)
-    click.echo(_describe(spec))
-    click.echo(_describe_sites(plan))
+    mapping = role_map(role_map_text)
+    if not as_json:
+        spec, plan = pipeline.check_plan(
+            notebook, parameters(params), strict=strict, role_map=mapping
+        )
+        click.echo(_describe(spec))
+        click.echo(_describe_sites(plan))
+        return
+    try:
+        spec, plan = pipeline.check_plan(
+            notebook, parameters(params), strict=strict, role_map=mapping
+        )
+    except Nb2ProdError as err:
+        click.echo(json.dumps(check_report.refusal(notebook, err, mapping), indent=2))
+        raise
+    click.echo(json.dumps(check_report.findings(spec, plan), indent=2))
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(path_type=Path))
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Add the proposed roles to the notebook as Jupyter tags (atomically; outputs, "
+    "metadata, code and other tags stay byte-for-byte as they were), then run `nb2prod check`.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON on stdout.")
+@click.option("--role-map", "role_map_text", metavar="BLOCK=ROLE,...", help=ROLE_MAP_HELP)
+def tag(notebook: Path, write: bool, as_json: bool, role_map_text: str | None) -> None:
+    """Propose a role for every code cell of NOTEBOOK, and say why.
+
+    \b
+    From the code alone:
+      reads a file or loads a dataset        -> load
+      literal settings near the top          -> parameters
+      changes the data the model reads       -> preprocess
+      fits the model the predictions use     -> train
+      .predict( on held-out rows             -> predict
+      metrics and scores                     -> evaluate
+      only shows things (head, plots, info)  -> skip
+    Cells that only import or define functions and constants are left
+    untagged: nb2prod runs them when a tagged cell uses them. Cells already
+    tagged (nb2prod's roles, or Kubeflow Kale's) keep their role.
+
+    Without --write nothing is changed. With --write the tags are added and
+    `nb2prod check` runs on the result (its exit code is tag's).
+    """
+    report = pipeline.tag(notebook, role_map(role_map_text))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(check_report.tag_table(report))
+    if not write:
+        return
+    changes = pipeline.write_tags(report)
+    for change in changes:
+        added = ", ".join(t for t in change.after if t not in change.before)
+        say(f"tagged cell {change.cell}: {added}")
+    say(f"wrote {len(changes)} tags to {notebook}" if changes else f"{notebook}: no tag to add")
+    if report.predict_missing is not None:
+        return  # check would only repeat that the predict cell is missing
+    spec, plan = pipeline.check_plan(notebook, role_map=role_map(role_map_text))
+    say(_describe(spec))
+    say(_describe_sites(plan))
 
 
 @cli.command()
@@ -49,12 +130,15 @@ def generate(
     force: bool,
     template: Path | None,
     strict: bool,
+    role_map_text: str | None,
 ) -> None:
     """Write the build context for NOTEBOOK (train.py, serving code, Dockerfile) only.
 
     Nothing is trained. Run `python DIR/train.py` yourself, or use `nb2prod build`.
     """
-    context = pipeline.generate(notebook, output, parameters(params), force, template, strict)
+    context = pipeline.generate(
+        notebook, output, parameters(params), force, template, strict, role_map(role_map_text)
+    )
     click.echo(f"wrote {context.path}")
 
 
@@ -99,6 +183,7 @@ def build(
     force: bool,
     template: Path | None,
     strict: bool,
+    role_map_text: str | None,
     no_docker: bool,
     train_on_host: bool,
     base_image: str | None,
@@ -132,6 +217,7 @@ def build(
         force=force,
         template=template,
         strict=strict,
+        role_map=role_map(role_map_text),
         docker=not no_docker,
         train_on_host=train_on_host,
         base_image=base_image,
@@ -187,7 +273,15 @@ def _describe(spec: NotebookSpec) -> str:
     for cell in spec.cells:
         if cell.role is None and not cell.source.strip():
             continue
-        lines.append(f"  cell {cell.number:>3}  {cell.role or '(untagged)':<11} {cell.first_line}")
+        origin = {"kale": " (kale)", "definition": " (auto)"}.get(cell.origin or "", "")
+        role = (cell.role or "(untagged)") + origin
+        lines.append(f"  cell {cell.number:>3}  {role:<18} {cell.first_line}")
+    if spec.kale_blocks:
+        lines.append("Kubeflow Kale blocks, as nb2prod reads them:")
+        lines.extend(
+            f"  {b.name:<20} -> {b.role:<11} cells {', '.join(map(str, b.cells))} ({b.how})"
+            for b in spec.kale_blocks
+        )
     lines.append(f"preprocess: {spec.preprocess_style} style; predict: {spec.predict_style} style")
     state = ", ".join(spec.serving_reads) or "(none)"
     lines.append(f"serving reads from training: {state}")

@@ -120,11 +120,9 @@ def test_a_cell_with_two_roles_is_refused(make_notebook: Callable[..., Path]) ->
         read_notebook(make_notebook(cells))
 
 
-@pytest.mark.parametrize(
-    "tags",
-    [["step:train"], ["imports"], ["pipeline-parameters"], ["block:x", "prev:y"], ["Train"]],
-)
+@pytest.mark.parametrize("tags", [["imports"], ["pipeline-parameters"], ["prev:y"], ["Train"]])
 def test_unknown_tags_are_ignored(make_notebook: Callable[..., Path], tags: list[str]) -> None:
+    # Kale's special tags make no Kale pipeline without a `block:`/`step:` tag (test_kale.py).
     cells = function_cells()
     cells.insert(1, ("unused = 42", tags))
     spec = read_notebook(make_notebook(cells))
@@ -140,9 +138,14 @@ def test_kale_tags_next_to_a_role_keep_the_role(make_notebook: Callable[..., Pat
     cells[4] = (TRAIN, ["step:train", "train", "prev:load"])
     spec = read_notebook(make_notebook(cells))
     assert roles(spec) == FUNCTION_ROLES
-    # Kale's `pipeline-parameters` is not papermill's `parameters`: no parameters from it alone.
+    # In a Kale pipeline (a `step:` tag), Kale's `pipeline-parameters` are the parameters...
     cells[1] = (PARAMETERS, ["pipeline-parameters"])
     spec = read_notebook(make_notebook(cells, name="kale_only"))
+    assert spec.parameters == {"C": 1.0, "threshold": 0.5}
+    assert spec.cells[1].origin == "kale" and spec.cells[4].origin == "tag"
+    # ...without any step there is no Kale pipeline, and the tag alone is not papermill's.
+    cells[4] = (TRAIN, ["train"])
+    spec = read_notebook(make_notebook(cells, name="no_steps"))
     assert spec.parameters == {}
 
 
@@ -438,12 +441,13 @@ REFUSALS: dict[str, Refusal] = {
         _notebook(
             [
                 *function_cells()[:3],
-                ("offset = 3.0", None),
+                # computed from the data, so not a definition nb2prod would include by itself
+                ("offset = raw['a'].mean()", None),
                 ("def preprocess(df):\n    return df[['a', 'b']] * scale + offset", ["preprocess"]),
                 *function_cells()[4:],
             ]
         ),
-        ("`offset`", "cell 4", "'offset = 3.0'", "cell 5 [preprocess]"),
+        ("`offset`", "cell 4", "\"offset = raw['a'].mean()\"", "cell 5 [preprocess]"),
     ),
     "serving reads a skip cell's name": Refusal(
         _notebook(
