@@ -620,3 +620,18 @@ def test_a_predict_step_that_fails_on_the_sample_rows_is_refused(tmp_path: Path)
     assert "def predict(model, features):" in message, message
     # ...and the line that failed.
     assert "weights = features['y']" in message, message
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_check_json_reports_each_refusal_without_training(case: str, tmp_path: Path) -> None:
+    """`check --json` finds what `build` refuses, without a training run: the same exit code,
+    the error in JSON on stdout, and the cells as tagged."""
+    refusal = REFUSALS[case]
+    path = refusal.write(tmp_path)
+    result = run_cli("check", str(path), "--json", cwd=tmp_path)
+    assert result.returncode == refusal.exit_code, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["exit_code"] == refusal.exit_code
+    assert refusal.fragments[0] in report["error"]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "model").exists() and not (tmp_path / "build").exists()
