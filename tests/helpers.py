@@ -261,3 +261,26 @@ def assert_same_predictions(expected: list[Any], got: list[Any]) -> None:
             assert math.isclose(have, want, rel_tol=1e-6, abs_tol=1e-12), (index, want, have)
         else:
             assert type(have) is type(want) and have == want, (index, want, have)
+
+
+def assert_serves_like_the_notebook(
+    server: ServeProcess, rows: list[Any], predictions: list[Any], one_row_requests: int
+) -> None:
+    """``server`` answers the notebook's own ``predictions`` for its ``rows``: all of them in one
+    request, then the first ``one_row_requests`` one per request (statistics computed over the
+    request's rows show up only there)."""
+
+    def predict(client: httpx.Client, batch: list[Any]) -> list[Any]:
+        response = client.post("/predict", json={"instances": batch})
+        assert response.status_code == 200, response.text[:3000]
+        answered: list[Any] = response.json()["predictions"]
+        return answered
+
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        assert_same_predictions(predictions, predict(client, rows))
+        pairs = list(zip(rows, predictions, strict=True))
+        for index, (row, want) in enumerate(pairs[:one_row_requests]):
+            try:
+                assert_same_predictions([want], predict(client, [row]))
+            except AssertionError as err:
+                raise AssertionError(f"row {index} sent alone: {row}") from err

@@ -143,8 +143,9 @@ def _assign_roles(
     """Roles from nb2prod's tags and directives, then from Kale's tags for the other cells."""
     code_cells = _code_cells(raw)
     assigned = {n: assign.own_role(n, _source(c), _tags(c)) for n, c in code_cells}
-    own = {n for n, (role, _) in assigned.items() if role is not None}
     tags = {n: _tags(c) for n, c in code_cells}
+    # `skip` is a role of both: a Kale `skip` must not end the block above it (Kale's rule).
+    own = {n for n, (role, _) in assigned.items() if role is not None and "skip" not in tags[n]}
     baseline = [_read_cell(n, c, None, [])[0] for n, c in code_cells]
     kale_roles, blocks = assign.kale_roles(tags, own, baseline, role_map)
     empty = {c.number for c in baseline if not c.code.strip()}  # imports only: nothing to run

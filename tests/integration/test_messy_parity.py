@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import messy_reference
 import pytest
-from helpers import ServeProcess, assert_same_predictions, error_lines, run_cli_process
+from helpers import ServeProcess, assert_serves_like_the_notebook, error_lines, run_cli_process
 
 #: Corpus notebook -> what stops it serving as written today (nb2prod's error, or the mismatch),
 #: e.g. "xgboost_booster": "the request is a 422 'Field required' for diagnosis". Each entry marks
@@ -117,13 +116,6 @@ def test_make_messy_reports_the_committed_corpus_current() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def _predict(client: httpx.Client, rows: list[Any]) -> list[Any]:
-    response = client.post("/predict", json={"instances": rows})
-    assert response.status_code == 200, response.text[:3000]
-    predictions: list[Any] = response.json()["predictions"]
-    return predictions
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", _corpus())
 def test_served_predictions_match_the_notebook(
@@ -140,16 +132,9 @@ def test_served_predictions_match_the_notebook(
     )
     try:
         expected = messy_reference.reference(name)
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            # All the held-out rows in one request, as the notebook predicted them at once...
-            assert_same_predictions(expected.predictions, _predict(client, expected.rows))
-            # ...and each alone: statistics over the request's rows would show up here.
-            pairs = list(zip(expected.rows, expected.predictions, strict=True))
-            for index, (row, want) in enumerate(pairs[:ONE_ROW_REQUESTS]):
-                try:
-                    assert_same_predictions([want], _predict(client, [row]))
-                except AssertionError as err:
-                    raise AssertionError(f"row {index} sent alone: {row}") from err
+        assert_serves_like_the_notebook(
+            server, expected.rows, expected.predictions, ONE_ROW_REQUESTS
+        )
     finally:
         server.close()
 

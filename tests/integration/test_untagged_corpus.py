@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import messy_reference
 import nbformat
 import pytest
-from helpers import ServeProcess, assert_same_predictions, error_lines, run_cli_process
+from helpers import ServeProcess, assert_serves_like_the_notebook, error_lines, run_cli_process
 
 #: One-row requests per notebook: the first rows only, to keep the file within its time budget.
 ONE_ROW_REQUESTS = 30
@@ -158,13 +157,6 @@ def prepared(
                 future.cancel()
 
 
-def _predict(client: httpx.Client, rows: list[Any]) -> list[Any]:
-    response = client.post("/predict", json={"instances": rows})
-    assert response.status_code == 200, response.text[:3000]
-    predictions: list[Any] = response.json()["predictions"]
-    return predictions
-
-
 def _code_cell_numbers(notebook: Path) -> set[int]:
     nb = nbformat.read(notebook, as_version=4)
     return {n for n, cell in enumerate(nb.cells, start=1) if cell.cell_type == "code"}
@@ -191,15 +183,9 @@ def test_untagged_notebook_serves_its_own_predictions(
     server = ServeProcess(ready.out, tmp_path / "serve.log", env=messy_reference.SINGLE_THREADED)
     try:
         expected = messy_reference.reference(name)
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            assert_same_predictions(expected.predictions, _predict(client, expected.rows))
-            # One row alone: statistics computed over the request's rows would show up here.
-            pairs = list(zip(expected.rows, expected.predictions, strict=True))
-            for index, (row, want) in enumerate(pairs[:ONE_ROW_REQUESTS]):
-                try:
-                    assert_same_predictions([want], _predict(client, [row]))
-                except AssertionError as err:
-                    raise AssertionError(f"row {index} sent alone: {row}") from err
+        assert_serves_like_the_notebook(
+            server, expected.rows, expected.predictions, ONE_ROW_REQUESTS
+        )
     finally:
         server.close()
 

@@ -295,12 +295,6 @@ def test_kale_tags_are_read_with_kales_continuation_rules(tmp_path: Path) -> Non
     assert load.cells[:2] == (_number(nb, KALE_LOAD), _number(nb, KALE_CONTINUE))
 
 
-@pytest.mark.xfail(
-    reason="`skip` is also an nb2prod role, so assign.own_role claims the Kale skip cell and "
-    "kale_steps ends the block there: the untagged cell after it gets no role and never runs "
-    "in training (X = X * 2.0 silently dropped), against Kale's rule",
-    strict=True,
-)
 def test_the_cell_after_a_kale_skip_continues_the_block_above(tmp_path: Path) -> None:
     nb = _kale(tmp_path / "kale.ipynb")
 
