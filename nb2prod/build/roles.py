@@ -16,6 +16,9 @@ point at. The analysis is static and works in two passes:
 
 When no cell predicts cleanly (the predictions are inside a metric cell, or nothing predicts),
 :class:`PredictHint` holds the one cell to add.
+
+One module (about 570 lines) because the two passes share the per-cell facts and their
+vocabulary (loaders, metrics, display calls); split, each half would import most of the other.
 """
 
 from __future__ import annotations
