@@ -79,7 +79,6 @@ def check_plan(
 
 def tag(path: Path, role_map: dict[str, str] | None = None) -> tagging.TagReport:
     """A role for every code cell of ``path``, as read or proposed (``nb2prod tag``)."""
-    notebook.read_cells(path)  # an unreadable notebook: the reading error, before the analysis
     return tagging.tag_report(path, role_map)
 
 

@@ -71,7 +71,7 @@ def kale_roles(
         return {}, ()
     proposals, _ = propose_roles(baseline)
     blocks = kale.kale_blocks(steps, proposals, role_map)
-    return kale.cell_roles(blocks, proposals), tuple(blocks)
+    return kale.roles_by_cell(blocks, proposals), tuple(blocks)
 
 
 def include_definitions(cells: list[Cell], notices: list[str]) -> list[Cell]:
@@ -104,20 +104,20 @@ def include_definitions(cells: list[Cell], notices: list[str]) -> list[Cell]:
 def refuse_untagged_bindings(
     cells: Sequence[Cell], imports: Mapping[str, ImportBinding], path: Path
 ) -> None:
-    """A run cell must not read a name that only cells nb2prod never runs bind."""
-    proposals = None
+    """A cell nb2prod runs (in training or serving) must not read a name that only cells it
+    never runs (untagged, ``skip``) bind."""
     for cell in cells:
-        if cell.role not in TRAINING_ROLES or cell.role == "parameters":
+        if not _runs(cell) or cell.role == "parameters":
             continue
         for name in cell.reads:
             if name in imports:
                 continue
             binders = [c for c in cells if name in c.binds and c is not cell]
-            if not binders or any(c.role in TRAINING_ROLES for c in binders):
+            if not binders or any(_runs(c) for c in binders):
                 continue
             where = [c for c in binders if c.number < cell.number] or binders
             binder = where[-1]
-            proposals = proposals or {p.cell: p for p in propose_roles(cells)[0]}
+            proposals = {p.cell: p for p in propose_roles(cells)[0]}
             proposal = proposals.get(binder.number)
             role = proposal.role if proposal and proposal.role not in (None, "skip") else None
             role = role or ("evaluate" if cell.role == "evaluate" else "load")
@@ -129,6 +129,10 @@ def refuse_untagged_bindings(
                 f"see a role for every cell), or move the line that binds `{name}` into a "
                 "tagged cell.",
             )
+
+
+def _runs(cell: Cell) -> bool:
+    return cell.role not in (None, "skip")
 
 
 def _seeds(cell: Cell) -> bool:

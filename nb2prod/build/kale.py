@@ -85,7 +85,7 @@ def kale_blocks(
     return blocks
 
 
-def cell_roles(blocks: Sequence[Block], proposals: Sequence[Proposal]) -> dict[int, str]:
+def roles_by_cell(blocks: Sequence[Block], proposals: Sequence[Proposal]) -> dict[int, str]:
     """Each Kale cell's role: its block's, except around the predict cell of a predict block.
 
     A block that predicts often also scores (``y_pred = model.predict(X_test)`` then

@@ -13,7 +13,7 @@ import ast
 import hashlib
 import json
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def read_notebook(
     raw = _load(path)
     _check_kernel(raw)
     notices: list[str] = []
-    assigned, kale_blocks = _assign_roles(raw, role_map or {})
+    assigned, kale_blocks, _ = _assign_roles(raw, role_map or {})
     cells: list[Cell] = []
     imports: dict[str, ImportBinding] = {}
     pip_hints: list[str] = []
@@ -105,23 +105,22 @@ def read_notebook(
     )
 
 
-def read_cells(path: Path) -> list[Cell]:
-    """Every code cell, read without roles (imports and magics taken out): what ``nb2prod tag``
-    and the Kale mapping analyse. Never refuses a cell."""
+@dataclass(frozen=True)
+class CellRoles:
+    """Every code cell read without roles, its tags, and the roles its tags give it: what
+    ``nb2prod tag`` and ``check --json`` list. Reading it never refuses a cell."""
+
+    cells: list[Cell]  # imports and magics taken out; role None
+    tags: dict[int, list[str]]
+    assigned: dict[int, tuple[str | None, str | None]]  # (role, origin) from tags and Kale
+    kale_blocks: tuple[KaleBlock, ...]
+
+
+def cell_roles(path: Path, role_map: dict[str, str] | None = None) -> CellRoles:
+    """Read ``path`` once for :class:`CellRoles`."""
     raw = _load(path)
-    return [_read_cell(number, nb_cell, None, [])[0] for number, nb_cell in _code_cells(raw)]
-
-
-def cell_tags(path: Path) -> dict[int, list[str]]:
-    """Each code cell's Jupyter tags, by cell number."""
-    return {n: _tags(c) for n, c in _code_cells(_load(path))}
-
-
-def assigned_roles(
-    path: Path, role_map: dict[str, str] | None = None
-) -> tuple[dict[int, tuple[str | None, str | None]], tuple[KaleBlock, ...]]:
-    """Each code cell's (role, origin) from tags, directives and Kale, before any check."""
-    return _assign_roles(_load(path), role_map or {})
+    assigned, blocks, baseline = _assign_roles(raw, role_map or {})
+    return CellRoles(baseline, {n: _tags(c) for n, c in _code_cells(raw)}, assigned, blocks)
 
 
 def _code_cells(raw: nbformat.NotebookNode) -> list[tuple[int, nbformat.NotebookNode]]:
@@ -139,8 +138,9 @@ def _tags(nb_cell: nbformat.NotebookNode) -> list[str]:
 
 def _assign_roles(
     raw: nbformat.NotebookNode, role_map: dict[str, str]
-) -> tuple[dict[int, tuple[str | None, str | None]], tuple[KaleBlock, ...]]:
-    """Roles from nb2prod's tags and directives, then from Kale's tags for the other cells."""
+) -> tuple[dict[int, tuple[str | None, str | None]], tuple[KaleBlock, ...], list[Cell]]:
+    """Roles from nb2prod's tags and directives, then from Kale's tags for the other cells;
+    and every code cell read without a role (what the Kale mapping analyses)."""
     code_cells = _code_cells(raw)
     assigned = {n: assign.own_role(n, _source(c), _tags(c)) for n, c in code_cells}
     tags = {n: _tags(c) for n, c in code_cells}
@@ -152,7 +152,7 @@ def _assign_roles(
     for number, role in kale_roles.items():
         if number not in own and number not in empty:
             assigned[number] = (role, "kale")
-    return assigned, blocks
+    return assigned, blocks, baseline
 
 
 def parse_parameter(assignment: str) -> tuple[str, Any]:
@@ -433,7 +433,7 @@ def _style(cells: list[Cell], role: str) -> str:
 def _resolve_serving_reads(
     cells: list[Cell], imports: dict[str, ImportBinding], notices: list[str]
 ) -> tuple[str, ...]:
-    """Names serving code needs from training; refuse those only untagged cells bind."""
+    """Names serving code needs from training (parameters are constants in the serving code)."""
     needed: list[str] = []
     for cell in cells:
         if cell.role not in SERVING_ROLES:
@@ -447,15 +447,8 @@ def _resolve_serving_reads(
                 if not all(c.role == "parameters" for c in run):
                     needed.append(name)  # parameters are constants in the serving code
                 continue
-            if binders:
-                where = binders[-1]
-                raise NotebookError(
-                    f"{cell.label} reads `{name}`, which only {where.label} defines, "
-                    "and nb2prod never runs that cell",
-                    hint=f"Tag cell {where.number} with its role (e.g. `load` or `train`), "
-                    f"or move the definition of `{name}` into a tagged cell.",
-                )
-            notices.append(f"{cell.label} reads `{name}`, which no cell defines")
+            if not binders:  # (a name only cells nb2prod never runs bind is refused earlier)
+                notices.append(f"{cell.label} reads `{name}`, which no cell defines")
     return tuple(needed)
 
 

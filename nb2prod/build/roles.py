@@ -391,7 +391,6 @@ def _reads(node: ast.AST) -> set[str]:
 
 def _predict_cell(facts: list[Facts]) -> tuple[int | None, PredictHint | None]:
     """The cell whose predictions are served, or the cell to add when none predicts cleanly."""
-    fitted = {model for f in facts for model, _ in f.model_fits}
     first_fit = min((f.cell for f in facts if f.model_fits), default=None)
     named = [f for f in facts if "predict" in f.defines]
     if named:  # function style: the cell that defines predict()
@@ -412,7 +411,6 @@ def _predict_cell(facts: list[Facts]) -> tuple[int | None, PredictHint | None]:
         return None, _hint(where.cell, receiver, argument)
     last = [f for f in facts if f.model_fits][-1]
     model, argument = last.model_fits[-1]
-    model = model if model in fitted else "model"
     test = next(
         (n for f in facts for n in sorted(f.writes) if _held_out(n) and n.lower()[:1] == "x"),
         argument or "X_test",
@@ -530,7 +528,7 @@ def _role(f: Facts, c: _Context) -> tuple[str | None, str]:
         return None, f"defines {what}: nb2prod includes it when a tagged cell uses it"
     if f.cell in needed:
         return "preprocess", "changes the data the model reads"
-    if f.writes_files and f.cell not in needed:
+    if f.writes_files:
         return "skip", f"writes files ({f.writes_files[0]}): not part of the training run"
     if f.display_only:
         return "skip", "only shows the data"

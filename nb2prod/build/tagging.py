@@ -73,20 +73,20 @@ class TagReport:
 
 def tag_report(path: Path, role_map: dict[str, str] | None = None) -> TagReport:
     """Each code cell's role as nb2prod reads it, or as proposed when nothing gives one."""
-    cells = notebook.read_cells(path)
-    tags = notebook.cell_tags(path)
-    assigned, blocks = notebook.assigned_roles(path, role_map)
-    proposals, hint = propose_roles(cells)
+    read = notebook.cell_roles(path, role_map)
+    blocks = read.kale_blocks
+    proposals, hint = propose_roles(read.cells)
     rows = []
-    for cell, proposal in zip(cells, proposals, strict=True):
-        role, origin = assigned.get(cell.number, (None, None))
+    for cell, proposal in zip(read.cells, proposals, strict=True):
+        role, origin = read.assigned.get(cell.number, (None, None))
         if role is not None:
             reason = _assigned_reason(origin, cell.number, blocks, proposal.reason)
         else:
             role, reason = proposal.role, proposal.reason
             origin = "proposed" if role is not None else _unassigned_origin(reason)
         first = cell.first_line if cell.source.strip() else "(empty cell)"
-        rows.append(TaggedCell(cell.number, role, reason, first, origin, tuple(tags[cell.number])))
+        tags = tuple(read.tags[cell.number])
+        rows.append(TaggedCell(cell.number, role, reason, first, origin, tags))
     if any(r.role == "predict" for r in rows):
         hint = None
     return TagReport(path=path, cells=tuple(rows), predict_missing=hint, kale_blocks=blocks)
@@ -119,13 +119,12 @@ def cell_listing(path: Path, role_map: dict[str, str] | None = None) -> list[dic
     cells to list).
     """
     try:
-        cells = notebook.read_cells(path)
-        assigned, _ = notebook.assigned_roles(path, role_map)
+        read = notebook.cell_roles(path, role_map)
     except Exception:  # the refusal being reported already says what is wrong
         return []
     rows = []
-    for cell in cells:
-        role, origin = assigned.get(cell.number, (None, None))
+    for cell in read.cells:
+        role, origin = read.assigned.get(cell.number, (None, None))
         rows.append(
             {
                 "cell": cell.number,
