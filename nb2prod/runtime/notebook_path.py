@@ -261,18 +261,31 @@ class NotebookPath:
         except ContractError:
             raise
         except Exception as err:
-            failed = self.pre if step == "preprocess" else self.pred
-            cells = "" if isinstance(failed, NoStep) else f"cells {list(failed.cells)}"
-            labels = " and ".join(() if isinstance(failed, NoStep) else failed.labels) or cells
-            raw = self.raw_name or (self.plan.calls.get("preprocess") or ("?",))[0]
-            line = _failing_line(err)
-            raise ContractError(
-                f"the {step} step, {labels}, fails on {what} of the raw input `{raw}`"
-                + (f" at `{line}`" if line else "")
-                + f": {type(err).__name__}: {_first_line(err)}. Serving runs it on request rows "
-                "like these"
-            ) from err
+            raise self._step_failed(step, err, what) from err
         return predictions_to_list(result)
+
+    def preprocess_rows(self, frame: pd.DataFrame, what: str) -> Any:
+        """The notebook's preprocess output for raw rows ``frame``; ContractError if it fails."""
+        try:
+            return self.features(frame)
+        except ContractError:
+            raise
+        except Exception as err:
+            raise self._step_failed("preprocess", err, what) from err
+
+    def _step_failed(self, step: str, err: Exception, what: str) -> ContractError:
+        """The error naming the step's cells and failing line, as build and check --run say it."""
+        failed = self.pre if step == "preprocess" else self.pred
+        cells = "" if isinstance(failed, NoStep) else f"cells {list(failed.cells)}"
+        labels = " and ".join(() if isinstance(failed, NoStep) else failed.labels) or cells
+        raw = self.raw_name or (self.plan.calls.get("preprocess") or ("?",))[0]
+        line = _failing_line(err)
+        return ContractError(
+            f"the {step} step, {labels}, fails on {what} of the raw input `{raw}`"
+            + (f" at `{line}`" if line else "")
+            + f": {type(err).__name__}: {_first_line(err)}. Serving runs it on request rows "
+            "like these"
+        )
 
     def features(self, frame: pd.DataFrame) -> Any:
         """The notebook's preprocess output for raw rows ``frame``."""

@@ -25,7 +25,15 @@ from .contract_checks import same_prediction
 from .notebook_path import ContractError, NotebookPath
 from .plan import CellsStep, FrozenSite, FunctionStep, ServingPlan
 
-__all__ = ["SkewError", "check_skew", "null_row", "nullable_columns"]
+__all__ = [
+    "SkewError",
+    "check_features",
+    "check_skew",
+    "feature_rows",
+    "null_row",
+    "nullable_columns",
+    "suspect",
+]
 
 #: At most this many columns are probed for nullability (one prediction each).
 MAX_PROBED_COLUMNS = 200
@@ -54,26 +62,26 @@ def check_skew(runner: NotebookPath, frame: pd.DataFrame, predictions: Sequence[
         except ContractError as err:
             raise SkewError(
                 f"sample row {row} predicts in a batch of {len(frame)} rows but not alone: {err}."
-                f"{_suspect(runner.plan)}"
+                f"{suspect(runner.plan)}"
             ) from err
         if len(alone) != 1 or not same_prediction(predictions[row], alone[0]):
             got = alone[0] if len(alone) == 1 else f"{len(alone)} predictions"
             raise SkewError(
                 f"sample row {row} alone predicts {got!r}, but {predictions[row]!r} in a batch of "
                 f"{len(frame)} rows: the serving code{_where(runner.plan)} makes a row's answer "
-                f"depend on the other rows of the request.{_suspect(runner.plan)}"
+                f"depend on the other rows of the request.{suspect(runner.plan)}"
             )
-    _check_features(runner, frame)
+    check_features(runner, frame)
 
 
-def _check_features(runner: NotebookPath, frame: pd.DataFrame) -> None:
+def check_features(runner: NotebookPath, frame: pd.DataFrame) -> None:
     """The same on the features predict receives: a class label can hide a skewed feature."""
-    batch = _rows(runner.features(frame), len(frame))
+    batch = feature_rows(runner.features(frame), len(frame))
     if batch is None:
         return
     names, values = batch
     for row in range(len(frame)):
-        alone = _rows(runner.features(frame.iloc[[row]]), 1)
+        alone = feature_rows(runner.features(frame.iloc[[row]]), 1)
         if alone is None:
             return
         for column, (got, want) in enumerate(zip(alone[1][0], values[row], strict=False)):
@@ -82,11 +90,11 @@ def _check_features(runner: NotebookPath, frame: pd.DataFrame) -> None:
                 raise SkewError(
                     f"sample row {row}'s feature{name} is {got!r} alone but {want!r} in a batch "
                     f"of {len(frame)} rows: the serving code{_where(runner.plan)} makes it "
-                    f"depend on the other rows of the request.{_suspect(runner.plan)}"
+                    f"depend on the other rows of the request.{suspect(runner.plan)}"
                 )
 
 
-def _rows(features: Any, count: int) -> tuple[list[str], list[list[Any]]] | None:
+def feature_rows(features: Any, count: int) -> tuple[list[str], list[list[Any]]] | None:
     """The features as rows of values (and column names), when they are one row per input."""
     names: list[str] = []
     if isinstance(features, pd.DataFrame):
@@ -127,7 +135,7 @@ def _where(plan: ServingPlan) -> str:
     return f" ({' and '.join(labels)})" if labels else ""
 
 
-def _suspect(plan: ServingPlan) -> str:
+def suspect(plan: ServingPlan) -> str:
     first: FrozenSite | None = plan.suspects[0] if plan.suspects else None
     recorded = "nb2prod records fits and reductions such as .mean() and replays them"
     if first is None:

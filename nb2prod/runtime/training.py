@@ -45,6 +45,8 @@ SKEW_EXIT_CODE = 6
 #: At most this many rows with nulls join the golden set (one per nullable column).
 NULL_GOLDEN_ROWS = 16
 ERROR_PREFIX = "nb2prod-error: "
+#: What ``check_preprocess`` writes beside the check script, for ``nb2prod check --run``.
+CHECK_REPORT = "check_run.json"
 
 _RUN: dict[str, Any] = {}
 
@@ -117,6 +119,31 @@ def save_model(namespace: dict[str, Any]) -> None:
     except ContractError as err:
         print(ERROR_PREFIX + str(err), file=sys.stderr, flush=True)
         raise SystemExit(CONTRACT_EXIT_CODE) from None
+
+
+def check_preprocess(namespace: dict[str, Any]) -> None:
+    """``nb2prod check --run`` stops here, before the model's train cells run.
+
+    Runs the serving preprocess step on sample rows with what the cells so far recorded
+    (preprocess_probe.py), writes ``check_run.json`` beside the script, and exits: 0, or the
+    build's exit code and error line for the same refusal.
+    """
+    from .preprocess_probe import probe
+
+    recording, first_arguments = frozen.stop_recording()
+    plan: ServingPlan = _RUN["plan"]
+    try:
+        report = probe(namespace, plan, recording, first_arguments, _RUN.get("snapshots"))
+    except SkewError as err:
+        print(ERROR_PREFIX + str(err), file=sys.stderr, flush=True)
+        raise SystemExit(SKEW_EXIT_CODE) from None
+    except ContractError as err:
+        print(ERROR_PREFIX + str(err), file=sys.stderr, flush=True)
+        raise SystemExit(CONTRACT_EXIT_CODE) from None
+    report["seconds"] = round(time.perf_counter() - _RUN["started"], 3)
+    report["recorded"] = [site for site in _recorded(plan, recording) if site["runs"]]
+    (_RUN["here"] / CHECK_REPORT).write_text(json.dumps(report, default=str))
+    raise SystemExit(0)
 
 
 def _save_model(ns: dict[str, Any]) -> None:
