@@ -350,3 +350,38 @@ class KubernetesManifests:
     image: str
     applied: tuple[str, ...] = ()  # "Kind/namespace/name"
     notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreprocessCheck:
+    """What ``nb2prod check --run`` ran and found (a failure raised the build's error instead)."""
+
+    #: The cells that ran, in order, and the train cell it stopped before (None: ran them all).
+    cells: tuple[int, ...]
+    stopped_before: int | None
+    #: Train cells that ran: a preprocess cell follows them, or preprocess reads what they bind.
+    trained: tuple[int, ...]
+    #: The names preprocess reads that only those train cells bind, with the cell binding each.
+    needs: dict[str, int]
+    #: False when there was nothing to run on sample rows before training (``reason`` says why).
+    ran: bool
+    reason: str | None
+    seconds: float
+    #: The probe's findings: raw input, rows, feature shapes, what was compared.
+    findings: dict[str, Any] = field(default_factory=dict)
+    #: The fits and statistics recorded on the way, as the model card lists them.
+    recorded: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``run`` object of ``check --run --json``."""
+        return {
+            "ran": self.ran,
+            "reason": self.reason,
+            "cells": list(self.cells),
+            "stopped_before": self.stopped_before,
+            "trained": list(self.trained),
+            "needs": self.needs,
+            "seconds": self.seconds,
+            **self.findings,
+            "recorded": list(self.recorded),
+        }

@@ -8,6 +8,7 @@ and progress.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from .models import (
     KubernetesManifests,
     KubernetesOptions,
     NotebookSpec,
+    PreprocessCheck,
     PushRecord,
     Requirement,
     TrafficOptions,
@@ -75,6 +77,48 @@ def check_plan(
     """:func:`check`, with the serving plan (its recorded sites) for the listing."""
     spec, plan, _ = _analyse(path, parameters, strict, role_map)
     return spec, plan
+
+
+def check_run(
+    path: Path,
+    parameters: dict[str, Any] | None = None,
+    *,
+    strict: bool = False,
+    role_map: dict[str, str] | None = None,
+    progress: Progress | None = None,
+) -> tuple[NotebookSpec, ServingPlan, PreprocessCheck]:
+    """:func:`check_plan`, then the cells up to training and preprocess on sample rows
+    (``nb2prod check --run``): the build's data-dependent refusals, without fitting the model.
+
+    Runs in a throwaway context in a temporary folder: nothing is written anywhere else.
+    """
+    from .build.codegen import check_stop
+    from .models import TRAINING_ROLES
+    from .train.check_run import run_check
+
+    spec, plan, pins = _analyse(path, parameters, strict, role_map)
+    stop, needs = check_stop(spec, plan)
+    cells = tuple(
+        c.number for c in spec.cells_with_roles(TRAINING_ROLES) if stop is None or c.number < stop
+    )
+    with tempfile.TemporaryDirectory(prefix="nb2prod-check-") as tmp:
+        context = render.render_check_context(spec, plan, pins, Path(tmp) / "context")
+        report = run_check(context, progress)
+    return (
+        spec,
+        plan,
+        PreprocessCheck(
+            cells=cells,
+            stopped_before=stop,
+            trained=tuple(c.number for c in spec.cells_with_roles(("train",)) if c.number in cells),
+            needs=needs,
+            ran=bool(report.pop("ran")),
+            reason=report.pop("reason", None),
+            seconds=float(report.pop("seconds")),
+            recorded=tuple(report.pop("recorded", ())),
+            findings=report,
+        ),
+    )
 
 
 def tag(path: Path, role_map: dict[str, str] | None = None) -> tagging.TagReport:

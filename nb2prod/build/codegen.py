@@ -39,8 +39,7 @@ class GeneratedCode:
 def generate_code(spec: NotebookSpec, plan: ServingPlan) -> GeneratedCode:
     """The text of train.py and model_code.py for ``spec`` served as ``plan`` says."""
     code = serving_code(spec)
-    replays = any(ALIAS in code[c.number] for c in spec.cells_with_roles(SERVING_ROLES))
-    frozen = (IMPORT,) if replays else ()
+    frozen = _replay_import(spec, code)
     return GeneratedCode(
         train_header=_train_header(spec),
         train_imports=_import_block(
@@ -53,6 +52,12 @@ def generate_code(spec: NotebookSpec, plan: ServingPlan) -> GeneratedCode:
         ),
         serving_body=_after_imports(_serving_body(spec, plan)),
     )
+
+
+def _replay_import(spec: NotebookSpec, code: dict[int, str]) -> tuple[str, ...]:
+    """The runtime's replay module, when a serving cell's code records or replays a site."""
+    replays = any(ALIAS in code[c.number] for c in spec.cells_with_roles(SERVING_ROLES))
+    return (IMPORT,) if replays else ()
 
 
 # --- imports --------------------------------------------------------------------------------
@@ -146,9 +151,16 @@ def _first_serving_cell(plan: ServingPlan) -> int | None:
     return None
 
 
-def _train_body(spec: NotebookSpec, rewritten: dict[int, str], snapshot_at: int | None) -> str:
+def _train_body(
+    spec: NotebookSpec,
+    rewritten: dict[int, str],
+    snapshot_at: int | None,
+    stop_before: int | None = None,
+) -> str:
     blocks: list[str] = []
     for cell in spec.cells_with_roles(TRAINING_ROLES):
+        if cell.number == stop_before:
+            break
         if cell.number == snapshot_at:
             blocks.append(
                 "# The raw input as the serving cells first read it (schema, golden rows, and\n"
@@ -166,6 +178,52 @@ def _train_body(spec: NotebookSpec, rewritten: dict[int, str], snapshot_at: int 
                 code += "\n# Overridden at build time (nb2prod build -p ...):\n" + overrides
         blocks.append(f"# %% cell {cell.number} [{cell.role}]\n{code}")
     return "\n\n".join(blocks)
+
+
+def check_stop(spec: NotebookSpec, plan: ServingPlan) -> tuple[int | None, dict[str, int]]:
+    """Where ``check --run`` stops: before the first train cell after the preprocess cells and
+    after every cell binding a name they read that nothing before them binds.
+
+    Returns that cell (None: no train cell follows, so every training cell runs) and the names
+    bound only by train cells it had to run, with the cell binding each.
+    """
+    pre = plan.preprocess
+    pre_cells = pre.cells if isinstance(pre, (CellsStep, FunctionStep)) else ()
+    last = max(pre_cells, default=0)
+    cells = spec.cells_with_roles(TRAINING_ROLES)
+    imported = {b.name for b in spec.imports}
+    reads = {n for c in cells if c.number in pre_cells for n in c.reads} - imported
+    bound = {n for c in cells if c.number <= last for n in (*c.binds, *c.defines)}
+    later: dict[str, int] = {}
+    for name in sorted(reads - bound):
+        binder = next((c for c in cells if c.number > last and name in c.binds), None)
+        if binder is not None:
+            later[name] = binder.number
+    last = max([last, *later.values()])
+    after = [c.number for c in spec.cells_with_roles(("train",)) if c.number > last]
+    roles = {c.number: c.role for c in cells}
+    return (after[0] if after else None), {n: c for n, c in later.items() if roles[c] == "train"}
+
+
+def check_script(spec: NotebookSpec, plan: ServingPlan) -> str:
+    """The text of the script ``nb2prod check --run`` runs in place of train.py.
+
+    train.py's cells up to :func:`check_stop`, then the preprocess probe instead of the model.
+    """
+    code = serving_code(spec)
+    imports = _import_block(
+        spec, TRAINING_ROLES, extra=(*_training_imports(spec), *_replay_import(spec, code))
+    )
+    body = _train_body(spec, code, _first_serving_cell(plan), check_stop(spec, plan)[0])
+    return (
+        _docstring(
+            f"nb2prod check --run for {spec.path.name}",
+            "train.py's cells up to the model's train cells, then the preprocess step on\n"
+            "sample rows (nb2prod_runtime/preprocess_probe.py).\n",
+        )
+        + f"{imports}\n\nnb2prod_training.start(__file__)\n\n{body}\n\n"
+        + "nb2prod_training.check_preprocess(globals())\n"
+    )
 
 
 # --- model_code.py --------------------------------------------------------------------------

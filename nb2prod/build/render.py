@@ -23,10 +23,11 @@ from ..builddir import BuildDir, write_text_atomically
 from ..errors import ConfigError
 from ..models import BuildContext, NotebookSpec, Requirement
 from ..runtime.plan import ServingPlan
-from .codegen import generate_code
+from .codegen import check_script, generate_code
 from .requirements import local_modules
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # nb2prod/
+CHECK_PROBE = "preprocess_probe.py"  # nb2prod_runtime's module for check --run only
 
 
 def template_dir() -> Path:
@@ -72,12 +73,27 @@ def render_context(
     shutil.copytree(
         PACKAGE_DIR / "runtime",
         destination / "nb2prod_runtime",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        # The check --run probe serves nothing: it stays out of build directories and images.
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", CHECK_PROBE),
         dirs_exist_ok=True,
     )
     _copy_local_modules(spec, destination)
     _write_build_record(spec, plan, destination, final or destination)
     return BuildContext(path=destination, spec=spec, requirements=requirements)
+
+
+def render_check_context(
+    spec: NotebookSpec,
+    plan: ServingPlan,
+    requirements: tuple[Requirement, ...],
+    destination: Path,
+) -> BuildContext:
+    """A throwaway context for ``nb2prod check --run``: train.py is the check script
+    (codegen.check_script), which stops before the model's train cells."""
+    context = render_context(spec, plan, requirements, destination)
+    shutil.copy2(PACKAGE_DIR / "runtime" / CHECK_PROBE, destination / "nb2prod_runtime")
+    write_text_atomically(destination / "train.py", check_script(spec, plan))
+    return context
 
 
 def _run_cookiecutter(source: Path, context: dict[str, str], destination: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from .. import pipeline
 from ..build.tagging import TagReport
 from ..errors import Nb2ProdError
-from ..models import TRAINING_ROLES, NotebookSpec
+from ..models import TRAINING_ROLES, NotebookSpec, PreprocessCheck
 from ..runtime.plan import ServingPlan
 
 
@@ -43,6 +43,50 @@ def findings(spec: NotebookSpec, plan: ServingPlan) -> dict[str, Any]:
         ],
         "notices": list(spec.notices),
     }
+
+
+def describe_run(run: PreprocessCheck) -> str:
+    """What ``check --run`` ran and found, for a person."""
+    stop = f", stopped before train cell {run.stopped_before}" if run.stopped_before else ""
+    lines = [f"ran cells {_cell_list(run.cells)} in {run.seconds:.1f} s{stop}"]
+    if run.trained:
+        why = ", ".join(f"`{name}` (cell {cell})" for name, cell in run.needs.items())
+        lines.append(
+            f"  note: train cell(s) {_cell_list(run.trained)} ran too: "
+            + (f"preprocess reads {why}" if why else "a preprocess cell comes after them")
+        )
+    lines.extend(
+        f"  recorded: cell {site['cell']}, line {site['line']}: {site['expression']} -> "
+        f"{site['value']}"
+        for site in run.recorded
+    )
+    if not run.ran:
+        lines.append(f"preprocess on sample rows: nothing to run before training ({run.reason})")
+        return "\n".join(lines)
+    found = run.findings
+    output = f" -> `{found['output']}`" if found.get("output") else ""
+    guess = ""
+    if found.get("output_is_a_guess"):
+        guess = " (nb2prod's guess until the model is trained)"
+    lines.append(
+        f"preprocess on sample rows of `{found['raw_input']}` ({found['training_rows']} rows): "
+        f"ok{output}{guess}"
+    )
+    lines.append(
+        f"  1 row -> {_shape(found['features_single'])}; {found['batch_rows']} rows -> "
+        f"{_shape(found['features_batch'])}"
+    )
+    if found.get("compared_alone_and_batch"):
+        lines.append("  each row's features are the same alone as in the batch")
+    return "\n".join(lines)
+
+
+def _cell_list(cells: tuple[int, ...] | list[int]) -> str:
+    return ", ".join(map(str, cells)) or "(none)"
+
+
+def _shape(shape: Any) -> str:
+    return " x ".join(map(str, shape)) if isinstance(shape, list) else str(shape)
 
 
 def refusal(notebook: Path, err: Nb2ProdError, role_map: dict[str, str]) -> dict[str, Any]:

@@ -29,6 +29,16 @@ def train_on_host(
     The process is killed after ``timeout`` seconds (TrainingError), and at once when
     nb2prod itself is interrupted, so it never outlives the build.
     """
+    return artifact_of(run_on_host(context, progress, timeout))
+
+
+def run_on_host(
+    context: BuildContext,
+    progress: Progress | None = None,
+    timeout: float | None = None,
+    task: str = "training",
+) -> FinishedRun:
+    """Run the context's ``train.py`` here and say how it ended (``task`` names it in errors)."""
     started = time.perf_counter()
     env = {
         **os.environ,
@@ -67,8 +77,9 @@ def train_on_host(
         drain.join(timeout=10)
     output = [line.rstrip("\n") for line in errors]
     fired = timeout if deadline.fired.is_set() else None
-    run = FinishedRun(context, code, output, "on this host", started, timed_out_after=fired)
-    return artifact_of(run)
+    return FinishedRun(
+        context, code, output, "on this host", started, timed_out_after=fired, task=task
+    )
 
 
 def _keep_lines(stream: IO[str], into: deque[str]) -> None:

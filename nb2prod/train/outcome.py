@@ -44,6 +44,8 @@ class FinishedRun:
     log_path: Path | None = None
     #: ``--train-timeout`` in seconds, when it fired and killed the run.
     timed_out_after: float | None = None
+    #: What the run was doing, for the message ("training", "nb2prod check --run").
+    task: str = "training"
 
 
 class Deadline:
@@ -121,7 +123,7 @@ def raise_for_failed_run(run: FinishedRun) -> None:
         where, line = _failing_cell(run.output, run.context.path / "train.py")
         error = next((entry.strip() for entry in reversed(run.output) if entry.strip()), "")
         quoted = [line, error] if line else list(run.output[-QUOTED_LINES:])
-        what = f"training failed{where} {run.where} (train.py exited with {code}):" + "".join(
+        what = f"{run.task} failed{where} {run.where} (train.py exited with {code}):" + "".join(
             f"\n  {entry}" for entry in quoted
         )
     log = f" Full output: {run.log_path}." if run.log_path else ""
