@@ -60,6 +60,10 @@ def start(train_file: str) -> None:
     np.random.seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", "0")
     os.environ.setdefault("MPLBACKEND", "Agg")  # notebooks that plot must not need a display
+    # pandas 3 keeps strings in pyarrow when it is installed: the serving state would then
+    # need pyarrow in the image (~100 MB), and host training would differ from training in
+    # the image's pins. Python-backed strings are the same values everywhere.
+    pd.options.mode.string_storage = "python"
     notebook_dir = _notebook_dir(here, spec)
     model_dir = Path(os.environ.get("NB2PROD_MODEL_DIR") or here / "model").resolve()
     try:
