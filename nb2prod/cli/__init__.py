@@ -3,13 +3,14 @@
 ``group``              the ``nb2prod`` group and the flags and helpers commands share
 ``notebook_commands``  check, generate, build, serve
 ``ship_commands``      push, deploy, promote, rollback, monitor
+``batch_commands``     batch: score files with a built directory
 ``deploy_options``     which deploy option belongs to which target
 ``exit``               ``main()``: the single place errors become exit codes
 """
 
 from __future__ import annotations
 
-from . import notebook_commands, ship_commands  # noqa: F401 - they register the commands
+from . import batch_commands, notebook_commands, ship_commands  # noqa: F401 - they register the commands
 from .exit import main
 from .group import cli
 

@@ -244,6 +244,22 @@ class FrameBuilder:
             data[name] = np.full(n_rows, np.nan)
         return pd.DataFrame(data, columns=self._index, copy=False)
 
+    def from_columns(self, columns: Mapping[str, Any], n_rows: int) -> pd.DataFrame:
+        """:meth:`from_rows` from validated values column by column (batch scoring): numbers
+        as float arrays (NaN: missing), other values as object arrays (None: missing)."""
+        if self._all_float:
+            array = np.full((n_rows, len(self._index)), np.nan)
+            for position, name in enumerate(self.names):
+                array[:, position] = columns[name]
+            return pd.DataFrame(array, columns=self._index, copy=False)
+        data: dict[str, Any] = {
+            name: convert(columns[name])
+            for name, convert in zip(self.names, self._converters, strict=True)
+        }
+        for name in self.ignored:
+            data[name] = np.full(n_rows, np.nan)
+        return pd.DataFrame(data, columns=self._index, copy=False)
+
     def from_records(self, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         """Build the frame from ``{column: value}`` records; absent columns become missing."""
         names = self.names

@@ -1,0 +1,220 @@
+"""`nb2prod batch`: files scored as POST /predict scores them, nothing lost, nothing half-written.
+
+Expected predictions come from the notebook itself, run in a Jupyter kernel (reference.py);
+the service's answers come from a real uvicorn server. Faults are real: a corrupt line, a
+missing column, a file-size limit that makes the disk refuse writes, SIGTERM and SIGINT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import reference
+from helpers import (
+    ServeProcess,
+    assert_same_predictions,
+    build_example,
+    example_notebook,
+    run_cli_process,
+)
+
+NAME = "diabetes_regression"  # numbers and a nullable text column (`sex`), a regression
+ROWS = 40
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("batch") / "build"
+    build_example(NAME, out, "--no-docker")
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, Any]]:
+    return reference.example_rows(NAME, ROWS)
+
+
+@pytest.fixture(scope="module")
+def expected(rows: list[dict[str, Any]]) -> list[Any]:
+    return reference.reference_predictions(example_notebook(NAME), rows)
+
+
+def with_ids(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "id", [f"p{i:04d}" for i in range(len(frame))])
+    return frame
+
+
+def batch(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli_process("batch", *args, cwd=cwd, timeout=600)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_batch_predicts_what_the_notebook_and_the_service_predict(
+    fmt: str,
+    built: Path,
+    rows: list[dict[str, Any]],
+    expected: list[Any],
+    tmp_path: Path,
+) -> None:
+    frame = with_ids(rows)
+    source = tmp_path / f"rows.{fmt}"
+    {
+        "csv": lambda: frame.to_csv(source, index=False),
+        "jsonl": lambda: frame.to_json(source, orient="records", lines=True),
+        "parquet": lambda: frame.to_parquet(source, index=False),
+    }[fmt]()
+    output = tmp_path / f"scored.{fmt}"
+    result = batch(built, source, "-o", output, "--keep", "id", "--chunk-rows", "7", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    scored = {
+        "csv": pd.read_csv,
+        "jsonl": lambda p: pd.read_json(p, lines=True),
+        "parquet": pd.read_parquet,
+    }[fmt](output)
+    assert list(scored.columns) == ["id", "prediction"]
+    assert list(scored["id"]) == list(frame["id"])  # input order, ids kept
+    assert_same_predictions(expected, [float(v) for v in scored["prediction"]])
+
+    server = ServeProcess(built, tmp_path / "serve.log")
+    try:
+        served = httpx.post(f"{server.url}/predict", json={"instances": rows}, timeout=30).json()
+    finally:
+        server.close()
+    assert_same_predictions(served["predictions"], [float(v) for v in scored["prediction"]])
+
+    card = json.loads((built / "model" / "model_card.json").read_text())
+    sidecar = json.loads(Path(f"{output}.nb2prod.json").read_text())
+    assert sidecar["model_version"] == card["model_version"]
+    assert sidecar["rows_in"] == sidecar["rows_scored"] == ROWS and sidecar["rows_rejected"] == 0
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        metadata = pq.read_schema(output).metadata
+        assert metadata[b"nb2prod.model_version"].decode() == card["model_version"]
+    assert not (tmp_path / "scored.rejects.csv").exists()  # no reject, no rejects file
+
+
+def test_bad_rows_are_rejected_with_their_row_and_reason_and_the_run_goes_on(
+    built: Path, rows: list[dict[str, Any]], expected: list[Any], tmp_path: Path
+) -> None:
+    frame = with_ids(rows)
+    frame.to_csv(tmp_path / "clean.csv", index=False)
+    lines = (tmp_path / "clean.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    age, bmi = header.index("age"), header.index("bmi")
+
+    def edit(row: int, column: int, value: str) -> None:
+        fields = lines[row].split(",")
+        fields[column] = value
+        lines[row] = ",".join(fields)
+
+    edit(3, age, "forty")  # data row 3: not a number
+    lines[11] += ",surplus"  # data row 11: a corrupt line in the middle of the file
+    edit(20, bmi, "")  # data row 20: a required value missing
+    (tmp_path / "dirty.csv").write_text("\n".join(lines) + "\n")
+
+    result = batch(
+        built, "dirty.csv", "-o", "out.csv", "--keep", "id", "--chunk-rows", "8", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "37 of 40 rows" in result.stdout and "3 rejected" in result.stdout
+    rejects = pd.read_csv(tmp_path / "out.rejects.csv")
+    assert list(rejects["row"]) == [3, 11, 20]
+    reasons = list(rejects["reason"])
+    assert "`age`" in reasons[0] and "'forty' is not a number" in reasons[0]
+    assert "malformed line" in reasons[1] and "saw 12" in reasons[1]
+    assert "`bmi`" in reasons[2] and "required" in reasons[2]
+    assert list(rejects["id"][[0, 2]]) == ["p0002", "p0019"]  # the --keep ids of rejected rows
+
+    scored = pd.read_csv(tmp_path / "out.csv")
+    kept = [i for i in range(ROWS) if i + 1 not in (3, 11, 20)]
+    assert list(scored["id"]) == [f"p{i:04d}" for i in kept]
+    assert_same_predictions([expected[i] for i in kept], list(scored["prediction"]))
+    sidecar = json.loads((tmp_path / "out.csv.nb2prod.json").read_text())
+    assert sidecar["rows_in"] == ROWS == sidecar["rows_scored"] + sidecar["rows_rejected"]
+
+
+def test_a_missing_column_is_one_error_before_any_scoring(built: Path, tmp_path: Path) -> None:
+    pd.DataFrame({"age": [50.0], "bmi": [25.0]}).to_csv(tmp_path / "few.csv", index=False)
+    result = batch(built, "few.csv", "-o", "out.csv", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "missing column(s)" in errors[0] and "'bp'" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["few.csv"]
+
+
+def test_outputs_it_did_not_write_are_never_replaced(
+    built: Path, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    with_ids(rows).to_csv(tmp_path / "in.csv", index=False)
+    mine = tmp_path / "report.csv"
+    mine.write_text("my own work\n")
+    for extra in ((), ("--force",)):
+        result = batch(built, "in.csv", "-o", mine, *extra, cwd=tmp_path)
+        assert result.returncode == 2 and "nb2prod batch did not write it" in result.stderr
+        assert mine.read_text() == "my own work\n"
+    assert batch(built, "in.csv", "-o", "out.csv", cwd=tmp_path).returncode == 0
+    again = batch(built, "in.csv", "-o", "out.csv", cwd=tmp_path)
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert batch(built, "in.csv", "-o", "out.csv", "--force", cwd=tmp_path).returncode == 0
+
+
+def test_a_full_disk_leaves_nothing_under_the_output_name(
+    built: Path, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """A file-size limit makes the kernel refuse the writes (EFBIG), as a full disk does."""
+    pd.concat([with_ids(rows)] * 50).to_csv(tmp_path / "in.csv", index=False)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    command = [sys.executable, "-m", "nb2prod", "batch", built, "in.csv", "-o", "out.csv"]
+    command += ["--keep", "id", "--chunk-rows", "100"]
+    result = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, preexec_fn=limited, timeout=600
+    )
+    assert result.returncode == 1, result.stderr
+    assert "the disk is full" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to nb2prod batch", "SIGINT to the runtime"])
+def test_an_interrupted_run_leaves_nothing_half_written(
+    how: str, built: Path, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    pd.concat([with_ids(rows)] * 5000).to_csv(tmp_path / "big.csv", index=False)  # 200,000 rows
+    args = ["big.csv", "-o", "out.parquet", "--keep", "id", "--chunk-rows", "500"]
+    if how.startswith("SIGTERM"):
+        command = [sys.executable, "-m", "nb2prod", "batch", str(built), *args]
+        env, sig, code = os.environ, signal.SIGTERM, 143
+    else:
+        command = [sys.executable, "-m", "nb2prod_runtime.batch", *args]
+        env = {**os.environ, "PYTHONPATH": str(built)}
+        sig, code = signal.SIGINT, 130
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".out.parquet.nb2prod-partial") for p in tmp_path.iterdir()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)  # well into the file
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.csv"]
