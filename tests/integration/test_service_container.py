@@ -12,11 +12,14 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
-from helpers import build_example
+import reference
+from helpers import assert_same_predictions, build_example, example_notebook
 from service_server import (
     HealthzPoller,
     assert_fast,
@@ -170,3 +173,38 @@ def test_sigterm_during_a_large_request_exits_promptly(image_ref: str, docker_en
     assert took < 5, f"the container took {took:.1f}s to stop"
     assert state["ExitCode"] != 137 and not state["OOMKilled"], state  # 137: SIGKILL
     assert "shutting down" in logs
+
+
+def test_the_image_scores_a_file_in_batch(
+    image_ref: str, docker_engine: Any, tmp_path: Path
+) -> None:
+    """`python -m nb2prod_runtime.batch` in the image, as a Cloud Run Job or a cron runs it:
+    read-only root, the non-root user, the data on a mounted volume."""
+    rows = reference.example_rows("iris_function", 12)
+    expected = reference.reference_predictions(example_notebook("iris_function"), rows)
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)  # the image's user (10001) writes the output here
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "id", range(len(frame)))
+    frame.to_csv(data / "in.csv", index=False)
+    command = ["python", "-m", "nb2prod_runtime.batch", "/data/in.csv", "-o", "/data/out.csv"]
+    container = docker_engine.client.containers.run(
+        image_ref,
+        command=[*command, "--keep", "id", "--json"],
+        detach=True,
+        mem_limit=MEMORY,
+        read_only=True,
+        tmpfs={"/tmp": ""},
+        volumes={str(data): {"bind": "/data", "mode": "rw"}},
+    )
+    try:
+        status = container.wait(timeout=120)
+        logs = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert status["StatusCode"] == 0, logs
+    scored = pd.read_csv(data / "out.csv")
+    assert list(scored["id"]) == list(range(len(rows)))
+    assert_same_predictions(expected, list(scored["prediction"]))
+    assert json.loads((data / "out.csv.nb2prod.json").read_text())["rows_scored"] == len(rows)
