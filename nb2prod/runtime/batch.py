@@ -47,7 +47,7 @@ import pandas as pd
 from .loader import ModelLoadError, Predictor
 from .schema import FrameBuilder
 
-__all__ = ["BatchError", "BatchSummary", "main", "score_files"]
+__all__ = ["BatchError", "BatchSummary", "Validator", "main", "predict_isolating", "score_files"]
 
 EXIT_OK, EXIT_WRITE, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 5
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -635,7 +635,7 @@ def _score_chunk(
 ) -> list[str]:
     frame = chunk.frame.reset_index(drop=True)
     request, ok, reasons = validator.check(frame)
-    predictions, failed = _predict(predictor, request)
+    predictions, failed = predict_isolating(predictor, request)
     valid_rows = np.flatnonzero(ok)
     scored = np.ones(len(valid_rows), dtype=bool)
     rejected_at: list[tuple[int, str]] = [
@@ -667,7 +667,9 @@ def _score_chunk(
     return list(result.columns)
 
 
-def _predict(predictor: Predictor, frame: pd.DataFrame) -> tuple[list[Any], dict[int, str]]:
+def predict_isolating(
+    predictor: Predictor, frame: pd.DataFrame
+) -> tuple[list[Any], dict[int, str]]:
     """Predictions for the rows that score, and the reason for each row the model code refuses.
 
     The whole chunk first; when the code raises, halves of it, down to the single rows that
@@ -683,8 +685,8 @@ def _predict(predictor: Predictor, frame: pd.DataFrame) -> tuple[list[Any], dict
         if len(frame) == 1:
             return [], {0: f"the model code refused the row: {type(err).__name__}: {err}"[:500]}
     half = len(frame) // 2
-    first, first_failed = _predict(predictor, frame.iloc[:half])
-    second, second_failed = _predict(predictor, frame.iloc[half:])
+    first, first_failed = predict_isolating(predictor, frame.iloc[:half])
+    second, second_failed = predict_isolating(predictor, frame.iloc[half:])
     failed = {**first_failed, **{half + i: r for i, r in second_failed.items()}}
     return [*first, *second], failed
 

@@ -1,0 +1,140 @@
+"""Score Spark DataFrames with a build: the notebook's code on each partition (``mapInPandas``).
+
+    from nb2prod_runtime.spark import predict_udf   # or nb2prod.runtime.spark on a host
+
+    score = predict_udf(spark, "build/churn")
+    scored = score(customers)  # every input column, then prediction and nb2prod_error
+
+The build directory is shipped once with ``SparkContext.addFile`` (as MLflow's
+``spark_udf`` ships a model); each Python worker loads the model from it once and scores
+its partitions in Arrow batches with what ``nb2prod batch`` and ``POST /predict`` use: the
+card's input schema and validation, the Predictor. A row that fails validation or that the
+model code refuses gets a null prediction and the reason in ``nb2prod_error``; the job goes
+on. Streaming DataFrames (Structured Streaming) work the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["ERROR_COLUMN", "predict_udf"]
+
+#: The column holding why a row was not scored (null when it was).
+ERROR_COLUMN = "nb2prod_error"
+
+_LOADED: dict[str, Any] = {}  # per Python worker: model version -> (Predictor, Validator)
+
+
+def _spark_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "bigint"
+    if isinstance(value, float):
+        return "double"
+    return "string"
+
+
+def _prediction_fields(golden: list[Any]) -> list[tuple[str, str]]:
+    """The output columns and their Spark types, from the golden predictions' JSON values."""
+    first = golden[0] if golden else ""
+    if isinstance(first, list):
+        kinds = [_spark_type(v) for v in first]
+        return [(f"prediction_{i}", kind) for i, kind in enumerate(kinds)]
+    kinds = {_spark_type(v) for v in golden}
+    kind = (
+        "double" if kinds == {"bigint", "double"} else kinds.pop() if len(kinds) == 1 else "string"
+    )
+    return [("prediction", kind)]
+
+
+def predict_udf(spark: Any, build_dir: str | Path) -> Callable[[Any], Any]:
+    """A function scoring a Spark DataFrame that holds the model's input columns.
+
+    It returns the DataFrame with every input column, then the prediction column(s) and
+    ``nb2prod_error``. Nothing runs until Spark runs the plan.
+    """
+    build = Path(build_dir).resolve()
+    card = json.loads((build / "model" / "model_card.json").read_text())
+    golden = json.loads((build / "model" / "golden.json").read_text())["predictions"]
+    version = str(card["model_version"])
+    fields = _prediction_fields(golden)
+    spark.sparkContext.addFile(str(build), recursive=True)
+    name = build.name
+
+    def score(frame: Any) -> Any:
+        schema = ", ".join(
+            [f"`{f.name}` {f.dataType.simpleString()}" for f in frame.schema.fields]
+            + [f"`{column}` {kind}" for column, kind in fields]
+            + [f"`{ERROR_COLUMN}` string"]
+        )
+        columns = [f.name for f in frame.schema.fields]
+
+        def partitions(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            predictor, validator = _load(name, version)
+            for batch in batches:
+                yield _score(predictor, validator, batch, columns, fields)
+
+        return frame.mapInPandas(partitions, schema)
+
+    return score
+
+
+def _load(name: str, version: str) -> tuple[Any, Any]:
+    """The Predictor and Validator of the shipped build, loaded once per worker."""
+    if version not in _LOADED:
+        from pyspark import SparkFiles
+
+        directory = Path(SparkFiles.get(name))
+        sys.path.insert(0, str(directory))
+        import importlib
+
+        model_code = importlib.import_module("model_code")
+        batch = importlib.import_module("nb2prod_runtime.batch")
+        loader = importlib.import_module("nb2prod_runtime.loader")
+        predictor = loader.Predictor(directory / "model", model_code)
+        _LOADED[version] = (predictor, batch.Validator(predictor.schema), batch)
+    predictor, validator, _ = _LOADED[version]
+    return predictor, validator
+
+
+def _score(
+    predictor: Any,
+    validator: Any,
+    batch: pd.DataFrame,
+    columns: list[str],
+    fields: list[tuple[str, str]],
+) -> pd.DataFrame:
+    batch = batch.reset_index(drop=True)
+    runtime = _LOADED[predictor.model_version][2]
+    request, ok, reasons = validator.check(batch)
+    predictions, failed = runtime.predict_isolating(predictor, request)
+    errors: list[str | None] = [None] * len(batch)
+    for index, reason in zip((~ok).nonzero()[0], reasons, strict=True):
+        errors[int(index)] = reason
+    values: list[Any] = [None] * len(batch)
+    answers = iter(predictions)
+    for position, index in enumerate(ok.nonzero()[0]):
+        if position in failed:
+            errors[int(index)] = failed[position]
+        else:
+            values[int(index)] = next(answers)
+    out = batch[columns].copy()
+    if len(fields) == 1:
+        out[fields[0][0]] = _column(values, fields[0][1])
+    else:
+        for i, (column, kind) in enumerate(fields):
+            out[column] = _column([None if v is None else v[i] for v in values], kind)
+    out[ERROR_COLUMN] = pd.Series(errors, dtype=object)
+    return out
+
+
+def _column(values: list[Any], kind: str) -> Any:
+    dtype = {"bigint": "Int64", "double": "Float64", "boolean": "boolean"}.get(kind)
+    return pd.array(values, dtype=dtype) if dtype else pd.Series(values, dtype=object)
