@@ -25,53 +25,48 @@ column, an unreadable file, an output that exists); 5 the model could not be loa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
-import glob
 import importlib
 import json
-import os
 import signal
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .batch_files import (
+    DEFAULT_CHUNK_ROWS,
+    EXIT_INPUT,
+    EXIT_MODEL,
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_WRITE,
+    FORMATS,
+    PLAIN_PROGRESS_SECONDS,
+    BatchError,
+    Chunk,
+    Writer,
+    file_columns,
+    file_format,
+    input_files,
+    partial_path,
+    prediction_frame,
+    read_chunks,
+    require_parquet,
+    sidecar_path,
+    write_json_atomically,
+)
+from .batch_rows import Validator, predict_isolating
 from .loader import ModelLoadError, Predictor
-from .schema import FrameBuilder
 
-__all__ = ["BatchError", "BatchSummary", "Validator", "main", "predict_isolating", "score_files"]
-
-EXIT_OK, EXIT_WRITE, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 5
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-FORMATS = {
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-#: The sidecar beside the output: model version, counts; also marks a file nb2prod wrote.
-SIDECAR_SUFFIX = ".nb2prod.json"
-DEFAULT_CHUNK_ROWS = 50_000
-#: Seconds between progress lines when stderr is not a terminal.
-PLAIN_PROGRESS_SECONDS = 10.0
-
-
-class BatchError(Exception):
-    """A run that can't go on: one clear message, a hint, and the exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_INPUT, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.hint = code, hint
+__all__ = ["BatchError", "BatchOptions", "BatchSummary", "main", "score_files"]
 
 
 class Interrupted(BaseException):
@@ -101,361 +96,6 @@ class BatchSummary:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-# --- input ------------------------------------------------------------------------------------
-
-
-def input_files(spec: str, fmt: str | None) -> list[Path]:
-    """The files ``spec`` names: a file, a directory (its files in name order) or a glob."""
-    if "://" in spec:
-        raise BatchError(
-            f"{spec}: reading URLs is not supported yet",
-            hint="Copy the files to a local folder first (gcloud storage cp -r URL DIR).",
-        )
-    if any(char in spec for char in "*?["):
-        # A user's pattern, absolute or relative: glob.glob takes both (Path.glob doesn't).
-        matches = glob.glob(spec, recursive=True)  # noqa: PTH207
-        files = sorted(Path(p) for p in matches if Path(p).is_file())
-        if not files:
-            raise BatchError(f"{spec}: no file matches")
-        return files
-    path = Path(spec)
-    if path.is_dir():
-        files = sorted(
-            p for p in path.iterdir() if p.is_file() and (fmt or FORMATS.get(p.suffix.lower()))
-        )
-        if not files:
-            raise BatchError(f"{spec}: the folder holds no .csv, .parquet or .jsonl file")
-        return files
-    if not path.is_file():
-        raise BatchError(f"{spec}: no such file or folder")
-    return [path]
-
-
-def file_format(path: Path, fmt: str | None) -> str:
-    found = fmt or FORMATS.get(path.suffix.lower())
-    if found is None:
-        raise BatchError(
-            f"{path}: can't tell the format from the extension",
-            hint="Pass --format csv, parquet or jsonl.",
-        )
-    return found
-
-
-def _pyarrow_parquet() -> ModuleType:
-    try:
-        return importlib.import_module("pyarrow.parquet")
-    except ImportError:
-        raise BatchError(
-            "Parquet needs pyarrow, which is not installed here (the serving image leaves it "
-            "out to stay lean)",
-            hint="Use CSV or JSON Lines, or pip install pyarrow (add it to "
-            "requirements-serving.txt for the image).",
-        ) from None
-
-
-def file_columns(path: Path, fmt: str) -> list[str]:
-    """The columns a file holds, read from its header only."""
-    try:
-        if fmt == "csv":
-            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
-        if fmt == "parquet":
-            return list(_pyarrow_parquet().read_schema(path).names)
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    record = json.loads(line)
-                    if not isinstance(record, dict):
-                        raise ValueError("a JSON Lines row must be an object {column: value}")
-                    return [str(k) for k in record]
-        return []
-    except BatchError:
-        raise
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise BatchError(f"{path}: can't read it as {fmt}: {err}") from err
-    except Exception as err:  # pyarrow's own errors (ArrowInvalid) for a corrupt file
-        raise BatchError(f"{path}: can't read it as {fmt}: {err}") from err
-
-
-@dataclass
-class Chunk:
-    """Rows of one file: ``frame`` and each row's 1-based row number in the file."""
-
-    path: Path
-    frame: pd.DataFrame
-    rows: np.ndarray
-    #: (row number, reason) of lines the reader could not split into the header's fields.
-    broken: list[tuple[int, str]] = field(default_factory=list)
-
-
-def read_chunks(
-    path: Path, fmt: str, chunk_rows: int, columns: Sequence[str], text_columns: set[str]
-) -> Iterator[Chunk]:
-    """The rows of ``path`` in chunks of ``chunk_rows``, only ``columns`` read."""
-    wanted = set(columns)
-    if fmt == "csv":
-        yield from _csv_chunks(path, chunk_rows, wanted, text_columns)
-        return
-    start = 1
-    if fmt == "parquet":
-        parquet = _pyarrow_parquet().ParquetFile(path)
-        present = [c for c in parquet.schema_arrow.names if c in wanted]
-        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=present):
-            frame = batch.to_pandas()
-            yield Chunk(path, frame, np.arange(start, start + len(frame)))
-            start += len(frame)
-        return
-    reader = pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False)
-    with reader:
-        for frame in reader:
-            frame = frame[[c for c in frame.columns if c in wanted]]
-            yield Chunk(path, frame, np.arange(start, start + len(frame)))
-            start += len(frame)
-
-
-def _csv_chunks(
-    path: Path, chunk_rows: int, wanted: set[str], text_columns: set[str]
-) -> Iterator[Chunk]:
-    """CSV chunks; a line with more fields than the header is a rejected row, not a crash."""
-    start = 1
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", pd.errors.ParserWarning)
-        reader = pd.read_csv(
-            path,
-            chunksize=chunk_rows,
-            dtype={c: str for c in text_columns},
-            on_bad_lines="warn",
-            low_memory=False,
-        )
-        with reader:
-            # Every column is read: with usecols pandas stops checking each line's field count.
-            for whole in reader:
-                frame = whole[[c for c in whole.columns if c in wanted]]
-                broken = _broken_lines(caught)
-                caught.clear()
-                # Row numbers: the lines skipped before a row shift it down by one each.
-                rows = np.arange(start, start + len(frame))
-                for line, _ in broken:
-                    rows[rows >= line] += 1
-                yield Chunk(path, frame, rows, broken)
-                start = int(rows[-1]) + 1 if len(rows) else start + len(broken)
-
-
-def _broken_lines(caught: list[warnings.WarningMessage]) -> list[tuple[int, str]]:
-    broken = []
-    for warning in caught:
-        for text in str(warning.message).splitlines():
-            # "Skipping line 1003: expected 5 fields, saw 7"
-            head, _, reason = text.partition(": ")
-            number = head.removeprefix("Skipping line ").strip()
-            if number.isdigit():
-                broken.append((int(number) - 1, f"malformed line: {reason.strip()}"))
-    return broken
-
-
-# --- validation -------------------------------------------------------------------------------
-
-
-class Validator:
-    """The service's request rules for a whole chunk at once, and the frame it would build.
-
-    Per column of the card's input schema, as the pydantic request model checks a value:
-    numbers and integers (not booleans, not text that isn't a number), booleans, category
-    levels seen in training (3 is level "3"), datetimes, and null only where the column is
-    nullable. Valid rows become the frame ``FrameBuilder`` makes for a request: schema order,
-    training dtypes, ignored columns missing.
-    """
-
-    def __init__(self, schema: dict[str, Any]) -> None:
-        self.columns: list[dict[str, Any]] = list(schema["columns"])
-        self.names = [c["name"] for c in self.columns]
-        self.frames = FrameBuilder(schema)
-        #: Read as text from CSV: category levels and strings keep "007" and "3" as written.
-        self.text_columns = {
-            c["name"] for c in self.columns if c["kind"] in ("category", "string", "boolean")
-        }
-
-    def check(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-        """(the valid rows' request frame, which rows are valid, each invalid row's reason)."""
-        reasons = np.full(len(frame), None, dtype=object)
-        values: dict[str, np.ndarray] = {}
-        for column in self.columns:
-            name = column["name"]
-            series = frame[name] if name in frame else pd.Series([None] * len(frame))
-            series = series.reset_index(drop=True)
-            value, bad = _check_column(series, column)
-            values[name] = value
-            for index in np.flatnonzero(bad & pd.isna(reasons)):
-                reasons[index] = bad_reason(name, series.iloc[index], column)
-        ok = pd.isna(reasons).astype(bool)
-        valid = {name: value[ok] for name, value in values.items()}
-        return self.frames.from_columns(valid, int(ok.sum())), ok, [str(r) for r in reasons[~ok]]
-
-
-def _check_column(series: pd.Series, column: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The column's values as the request model passes them on, and which are invalid.
-
-    Numbers come back as a float array (NaN: missing), everything else as an object array
-    with None for missing, which is what ``FrameBuilder``'s converters take.
-    """
-    kind = column["kind"]
-    missing = series.isna().to_numpy(dtype=bool)
-    bad = np.zeros(len(series), dtype=bool)
-    if kind in ("number", "integer"):
-        if pd.api.types.is_bool_dtype(series):
-            bad = ~missing
-            numbers = np.full(len(series), np.nan)
-        else:
-            if series.dtype == object:
-                bad |= ~missing & np.fromiter(
-                    (isinstance(v, (bool, np.bool_)) for v in series), dtype=bool, count=len(series)
-                )
-            numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            bad |= ~missing & np.isnan(numbers)
-            if kind == "integer":
-                bad |= ~missing & ~np.isnan(numbers) & (np.mod(np.nan_to_num(numbers), 1) != 0)
-        if kind == "number":
-            out: np.ndarray = numbers
-        else:
-            out = np.empty(len(series), dtype=object)
-            gone = missing | bad
-            out[gone] = None
-            out[~gone] = numbers[~gone].astype(np.int64)
-    else:
-        if kind == "category" and column.get("levels"):
-            text = series.map(_level_text)
-            bad = ~missing & ~text.isin([str(level) for level in column["levels"]]).to_numpy()
-        elif kind == "boolean":
-            text = series.map(_flag)
-            bad = ~missing & text.isna().to_numpy()
-        elif kind == "datetime":
-            stamps = pd.to_datetime(series, errors="coerce")
-            bad = ~missing & stamps.isna().to_numpy()
-            text = pd.Series(stamps.dt.to_pydatetime(), dtype=object)
-        else:
-            text = series.map(str)
-        out = text.to_numpy(dtype=object)
-        out[missing | bad] = None
-    if not column.get("nullable"):
-        bad = bad | missing
-    return out, bad
-
-
-def _level_text(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return value if isinstance(value, str) or value is None else str(value)
-
-
-# pydantic's lax booleans, as the service accepts them.
-_FLAGS = {
-    **dict.fromkeys(("true", "t", "yes", "y", "on", "1"), True),
-    **dict.fromkeys(("false", "f", "no", "n", "off", "0"), False),
-}
-
-
-def _flag(value: Any) -> Any:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)) and value in (0, 1):
-        return bool(value)
-    return _FLAGS.get(str(value).strip().lower()) if isinstance(value, str) else None
-
-
-def bad_reason(name: str, value: Any, column: dict[str, Any]) -> str:
-    """Why ``value`` is not valid for ``column``, as the service's 422 would say it."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return f"`{name}`: a value is required (the column is not nullable)"
-    kind = column["kind"]
-    shown = repr(value.item() if isinstance(value, np.generic) else value)[:60]
-    if kind in ("number", "integer"):
-        return f"`{name}`: {shown} is not {'an integer' if kind == 'integer' else 'a number'}"
-    if kind == "category":
-        levels = ", ".join(map(str, column["levels"][:10]))
-        return f"`{name}`: {shown} is not a training level ({levels})"
-    return f"`{name}`: {shown} is not a {kind}"
-
-
-# --- output -----------------------------------------------------------------------------------
-
-
-def _prediction_frame(predictions: list[Any]) -> pd.DataFrame:
-    """One ``prediction`` column; vectors (probabilities) as ``prediction_0``, ``_1``..."""
-    if predictions and isinstance(predictions[0], list):
-        width = len(predictions[0])
-        return pd.DataFrame(predictions, columns=[f"prediction_{i}" for i in range(width)])
-    return pd.DataFrame({"prediction": predictions})
-
-
-class _Writer:
-    """Appends frames to ``path`` in ``fmt``; the caller renames it into place."""
-
-    def __init__(self, path: Path, fmt: str, metadata: dict[str, str]) -> None:
-        self.path, self.fmt, self.metadata = path, fmt, metadata
-        self.handle: Any = None
-        self.parquet: Any = None
-        self.wrote_header = False
-
-    def write(self, frame: pd.DataFrame) -> None:
-        if self.fmt == "parquet":
-            import pyarrow as pa
-
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self.parquet is None:
-                schema = table.schema.with_metadata(
-                    {**(table.schema.metadata or {}), **self._bytes(self.metadata)}
-                )
-                self.parquet = _pyarrow_parquet().ParquetWriter(self.path, schema)
-            self.parquet.write_table(table.cast(self.parquet.schema))
-            return
-        if self.handle is None:
-            self.handle = self.path.open("w", encoding="utf-8", newline="")
-        if self.fmt == "csv":
-            frame.to_csv(self.handle, header=not self.wrote_header, index=False)
-            self.wrote_header = True
-        elif len(frame):
-            text = frame.to_json(orient="records", lines=True, date_format="iso")
-            self.handle.write(text if text.endswith("\n") else text + "\n")
-
-    @staticmethod
-    def _bytes(metadata: dict[str, str]) -> dict[bytes, bytes]:
-        return {k.encode(): v.encode() for k, v in metadata.items()}
-
-    def close(self, columns: Sequence[str]) -> None:
-        """Finish the file (an empty run still gets a header or an empty table), and fsync."""
-        if self.fmt == "parquet":
-            if self.parquet is None:
-                self.write(pd.DataFrame({c: pd.Series(dtype=object) for c in columns}))
-            self.parquet.close()
-            with self.path.open("rb+") as handle:
-                os.fsync(handle.fileno())
-            return
-        if self.handle is None:
-            self.handle = self.path.open("w", encoding="utf-8", newline="")
-            if self.fmt == "csv":
-                self.handle.write(",".join(columns) + "\n")
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-
-    def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.parquet is not None:
-                self.parquet.close()
-        with contextlib.suppress(Exception):
-            if self.handle is not None:
-                self.handle.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.nb2prod-partial-{os.getpid()}")
-
-
-def sidecar_path(output: Path) -> Path:
-    return output.with_name(output.name + SIDECAR_SUFFIX)
 
 
 # --- progress ---------------------------------------------------------------------------------
@@ -512,7 +152,7 @@ def score_files(predictor: Predictor, options: BatchOptions) -> BatchSummary:
     formats = {path: file_format(path, options.fmt) for path in files}
     out_fmt = options.output_format or FORMATS.get(options.output.suffix.lower()) or "csv"
     if out_fmt == "parquet":
-        _pyarrow_parquet()
+        require_parquet()
     validator = Validator(predictor.schema)
     needed = [*validator.names, *options.keep]
     for path in files:  # every file's columns, before any row is scored
@@ -544,8 +184,8 @@ def score_files(predictor: Predictor, options: BatchOptions) -> BatchSummary:
         "nb2prod.model_version": predictor.model_version,
         "nb2prod.model": summary.model_name,
     }
-    out = _Writer(_partial(options.output), out_fmt, metadata)
-    rejects = _Writer(_partial(rejects_path), "csv", {})
+    out = Writer(partial_path(options.output), out_fmt, metadata)
+    rejects = Writer(partial_path(rejects_path), "csv", {})
     progress = Progress(options.quiet)
     started = time.perf_counter()
     columns: list[str] = list(options.keep)
@@ -575,7 +215,7 @@ def score_files(predictor: Predictor, options: BatchOptions) -> BatchSummary:
         out.path.replace(options.output)
         if keep_rejects:
             rejects.path.replace(rejects_path)
-        _write_sidecar(options.output, summary)
+        write_json_atomically(sidecar_path(options.output), summary.to_json())
         committed = True
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -629,8 +269,8 @@ def _score_chunk(
     validator: Validator,
     chunk: Chunk,
     options: BatchOptions,
-    out: _Writer,
-    rejects: _Writer,
+    out: Writer,
+    rejects: Writer,
     summary: BatchSummary,
 ) -> list[str]:
     frame = chunk.frame.reset_index(drop=True)
@@ -645,7 +285,7 @@ def _score_chunk(
         scored[position] = False
         rejected_at.append((int(valid_rows[position]), reason))
     kept = frame.loc[valid_rows[scored], list(options.keep)].reset_index(drop=True)
-    result = pd.concat([kept, _prediction_frame(predictions)], axis=1)
+    result = pd.concat([kept, prediction_frame(predictions)], axis=1)
     out.write(result)
     rows = [
         {"file": str(chunk.path), "row": int(chunk.rows[i]), "reason": reason}
@@ -665,37 +305,6 @@ def _score_chunk(
     summary.rows_scored += int(scored.sum())
     summary.rows_rejected += len(rows)
     return list(result.columns)
-
-
-def predict_isolating(
-    predictor: Predictor, frame: pd.DataFrame
-) -> tuple[list[Any], dict[int, str]]:
-    """Predictions for the rows that score, and the reason for each row the model code refuses.
-
-    The whole chunk first; when the code raises, halves of it, down to the single rows that
-    fail (the build checked that a row's answer doesn't depend on its batch).
-    """
-    if not len(frame):
-        return [], {}
-    try:
-        return predictor.predict_frame(frame.copy(deep=False)), {}
-    except (MemoryError, RecursionError):
-        raise
-    except Exception as err:
-        if len(frame) == 1:
-            return [], {0: f"the model code refused the row: {type(err).__name__}: {err}"[:500]}
-    half = len(frame) // 2
-    first, first_failed = predict_isolating(predictor, frame.iloc[:half])
-    second, second_failed = predict_isolating(predictor, frame.iloc[half:])
-    failed = {**first_failed, **{half + i: r for i, r in second_failed.items()}}
-    return [*first, *second], failed
-
-
-def _write_sidecar(output: Path, summary: BatchSummary) -> None:
-    path = sidecar_path(output)
-    partial = _partial(path)
-    partial.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
-    partial.replace(path)
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def _load(name: str, version: str) -> tuple[Any, Any]:
         import importlib
 
         model_code = importlib.import_module("model_code")
-        batch = importlib.import_module("nb2prod_runtime.batch")
+        batch = importlib.import_module("nb2prod_runtime.batch_rows")
         loader = importlib.import_module("nb2prod_runtime.loader")
         predictor = loader.Predictor(directory / "model", model_code)
         _LOADED[version] = (predictor, batch.Validator(predictor.schema), batch)
