@@ -16,6 +16,10 @@ schema (the card's), the same request validation rules, the same :class:`Predict
   or rejected). A sidecar ``OUTPUT.nb2prod.json`` (and, for Parquet, the file's schema
   metadata) records the model version and the counts.
 
+In a Cloud Run Job with several tasks (``CLOUD_RUN_TASK_INDEX``/``CLOUD_RUN_TASK_COUNT``),
+each task scores every count-th input file from its index into its own output,
+``OUTPUT_STEM-00001-of-00004.csv``; a retried task replaces only its own.
+
 Exit codes: 0 scored (rejected rows are counted, not fatal); 1 writing failed (disk full,
 permissions), nothing left under the output name; 2 bad arguments or input (a missing
 column, an unreadable file, an output that exists); 5 the model could not be loaded;
@@ -28,11 +32,12 @@ import argparse
 import errno
 import importlib
 import json
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -144,11 +149,16 @@ class BatchOptions:
     rejects: Path | None = None
     force: bool = False
     quiet: bool = False
+    #: (task index, task count) in a Cloud Run Job: every count-th input file, from index.
+    shard: tuple[int, int] | None = None
 
 
 def score_files(predictor: Predictor, options: BatchOptions) -> BatchSummary:
     """Score every input row into ``options.output`` (see the module docstring)."""
     files = input_files(options.inputs, options.fmt)
+    if options.shard is not None:
+        index, count = options.shard
+        files = files[index::count]  # this task's share; a retry rescores only these
     formats = {path: file_format(path, options.fmt) for path in files}
     out_fmt = options.output_format or FORMATS.get(options.output.suffix.lower()) or "csv"
     if out_fmt == "parquet":
@@ -365,6 +375,17 @@ def main(argv: Sequence[str] | None = None, loaded: Callable[[], Predictor] | No
         force=args.force,
         quiet=args.quiet or args.json,
     )
+    shard = _task_shard()
+    if shard is not None:
+        # Each task writes its own output (and rejects), named by its index; a retried task
+        # replaces only its own, and only what nb2prod batch wrote there.
+        options = replace(
+            options,
+            output=shard_name(options.output, *shard),
+            rejects=None if options.rejects is None else shard_name(options.rejects, *shard),
+            force=True,
+            shard=shard,
+        )
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if options.chunk_rows < 1:
@@ -398,6 +419,21 @@ def main(argv: Sequence[str] | None = None, loaded: Callable[[], Predictor] | No
             f"(model {summary.model_version}){rejected}"
         )
     return EXIT_OK
+
+
+def _task_shard() -> tuple[int, int] | None:
+    """(index, count) from Cloud Run Jobs' CLOUD_RUN_TASK_INDEX/COUNT; None for one task."""
+    try:
+        count = int(os.environ.get("CLOUD_RUN_TASK_COUNT", "1"))
+        index = int(os.environ.get("CLOUD_RUN_TASK_INDEX", "0"))
+    except ValueError:
+        return None
+    return (index, count) if count > 1 and 0 <= index < count else None
+
+
+def shard_name(path: Path, index: int, count: int) -> Path:
+    """``scored.csv`` -> ``scored-00001-of-00004.csv`` for task 1 of 4."""
+    return path.with_name(f"{path.stem}-{index:05d}-of-{count:05d}{path.suffix}")
 
 
 def _load(model_dir: Path | None) -> Predictor:

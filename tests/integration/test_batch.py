@@ -218,3 +218,32 @@ def test_an_interrupted_run_leaves_nothing_half_written(
     assert process.returncode == code, stderr
     assert "Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.csv"]
+
+
+def test_cloud_run_job_tasks_each_score_their_own_share(
+    built: Path, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """CLOUD_RUN_TASK_INDEX/COUNT split the input files; a retried task replaces only its own."""
+    frame = with_ids(rows)
+    (tmp_path / "in").mkdir()
+    for part in range(3):
+        frame.iloc[part::3].to_csv(tmp_path / "in" / f"part-{part}.csv", index=False)
+
+    def task(index: int) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(built)}
+        env |= {"CLOUD_RUN_TASK_INDEX": str(index), "CLOUD_RUN_TASK_COUNT": "2"}
+        command = [sys.executable, "-m", "nb2prod_runtime.batch", "in", "-o", "out/scored.csv"]
+        return subprocess.run(
+            [*command, "--keep", "id"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+
+    (tmp_path / "out").mkdir()
+    assert task(0).returncode == 0 and task(1).returncode == 0
+    first = pd.read_csv(tmp_path / "out" / "scored-00000-of-00002.csv")
+    second = pd.read_csv(tmp_path / "out" / "scored-00001-of-00002.csv")
+    assert set(first["id"]) == set(frame.iloc[0::3]["id"]) | set(frame.iloc[2::3]["id"])
+    assert set(second["id"]) == set(frame.iloc[1::3]["id"])
+    before = (tmp_path / "out" / "scored-00000-of-00002.csv").stat().st_mtime_ns
+    retried = task(1)
+    assert retried.returncode == 0, retried.stderr
+    assert (tmp_path / "out" / "scored-00000-of-00002.csv").stat().st_mtime_ns == before
