@@ -1,8 +1,8 @@
 """The FastAPI service of a trained model: ``create_app(model_dir, model_code)``.
 
-Endpoints: ``POST /predict``, ``GET /healthz`` (liveness), ``GET /readyz`` (503 until the model is
-loaded), ``GET /metadata`` (the public part of the model card, ``metadata.py``) and
-``GET /metrics`` (Prometheus).
+Endpoints: ``POST /predict``, ``POST /pubsub`` (Pub/Sub push, pubsub.py), ``GET /healthz``
+(liveness), ``GET /readyz`` (503 until the model is loaded), ``GET /metadata`` (the public part
+of the model card, ``metadata.py``) and ``GET /metrics`` (Prometheus).
 
 Extension point (monitoring): ``app.state.after_predict`` is a list of hooks called after
 every successful prediction as ``hook(frame, predictions, request_id)``, with the raw request frame
@@ -43,6 +43,7 @@ from .metadata import public_metadata, relative_notebook_path
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from .middleware import PredictRoute, RequestContextMiddleware
 from .monitoring.api import install_monitoring
+from .pubsub import install_pubsub
 from .request_body import BodyError, PredictBodyParser, build_request_models
 
 __all__ = ["AfterPredictHook", "RequestContextMiddleware", "build_request_models", "create_app"]
@@ -125,6 +126,7 @@ def create_app(
     )
     _add_ops_routes(app, metrics, json.dumps(public_metadata(card)).encode(), card.model_version)
     _add_predict_route(app, parser, limits, metrics, card.model_version)
+    install_pubsub(app, parser, _predict_rows, card.model_version)  # POST /pubsub
     _add_request_models_to_openapi(app, _openapi_components(parser.request_model))
     return app
 
