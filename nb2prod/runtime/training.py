@@ -18,6 +18,8 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -115,8 +117,16 @@ def save_model(namespace: dict[str, Any]) -> None:
     Picks the serving state out of ``namespace`` (train.py's globals), computes the golden
     predictions with the notebook's own serving code, and writes the state and the card.
     """
-    try:
+    with _refusals_exit():
         _save_model(namespace)
+
+
+@contextmanager
+def _refusals_exit() -> Iterator[None]:
+    """A refusal becomes its ``nb2prod-error:`` line and the build's exit code (6 skew, 3 the
+    contract), which nb2prod turns back into the error it reports."""
+    try:
+        yield
     except SkewError as err:
         print(ERROR_PREFIX + str(err), file=sys.stderr, flush=True)
         raise SystemExit(SKEW_EXIT_CODE) from None
@@ -136,14 +146,8 @@ def check_preprocess(namespace: dict[str, Any]) -> None:
 
     recording, first_arguments = frozen.stop_recording()
     plan: ServingPlan = _RUN["plan"]
-    try:
+    with _refusals_exit():
         report = probe(namespace, plan, recording, first_arguments, _RUN.get("snapshots"))
-    except SkewError as err:
-        print(ERROR_PREFIX + str(err), file=sys.stderr, flush=True)
-        raise SystemExit(SKEW_EXIT_CODE) from None
-    except ContractError as err:
-        print(ERROR_PREFIX + str(err), file=sys.stderr, flush=True)
-        raise SystemExit(CONTRACT_EXIT_CODE) from None
     report["seconds"] = round(time.perf_counter() - _RUN["started"], 3)
     report["recorded"] = [site for site in _recorded(plan, recording) if site["runs"]]
     (_RUN["here"] / CHECK_REPORT).write_text(json.dumps(report, default=str))
