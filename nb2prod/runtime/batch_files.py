@@ -146,8 +146,28 @@ class Chunk:
 def read_chunks(
     path: Path, fmt: str, chunk_rows: int, columns: Sequence[str], text_columns: set[str]
 ) -> Iterator[Chunk]:
-    """The rows of ``path`` in chunks of ``chunk_rows``, only ``columns`` read."""
-    wanted = set(columns)
+    """The rows of ``path`` in chunks of ``chunk_rows``, only ``columns`` read.
+
+    A file that can't be read on (not UTF-8, a truncated Parquet file) is a BatchError naming
+    it; lines that can't be parsed (CSV, JSON Lines) are rejected rows instead.
+    """
+    try:
+        yield from _chunks(path, fmt, chunk_rows, set(columns), text_columns)
+    except (ValueError, UnicodeDecodeError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise BatchError(f"{path}: can't read it as {fmt}: {err}") from err
+    except OSError as err:
+        if not _is_arrow_error(err):
+            raise  # the disk, not the file's content
+        raise BatchError(f"{path}: can't read it as {fmt}: {err}") from err
+
+
+def _is_arrow_error(err: BaseException) -> bool:
+    return type(err).__module__.startswith("pyarrow")
+
+
+def _chunks(
+    path: Path, fmt: str, chunk_rows: int, wanted: set[str], text_columns: set[str]
+) -> Iterator[Chunk]:
     if fmt == "csv":
         yield from _csv_chunks(path, chunk_rows, wanted, text_columns)
         return
@@ -160,12 +180,41 @@ def read_chunks(
             yield Chunk(path, frame, np.arange(start, start + len(frame)))
             start += len(frame)
         return
-    reader = pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False)
-    with reader:
-        for frame in reader:
-            frame = frame[[c for c in frame.columns if c in wanted]]
-            yield Chunk(path, frame, np.arange(start, start + len(frame)))
-            start += len(frame)
+    yield from _jsonl_chunks(path, chunk_rows, wanted)
+
+
+def _jsonl_chunks(path: Path, chunk_rows: int, wanted: set[str]) -> Iterator[Chunk]:
+    """JSON Lines chunks; a line that is not a JSON object is a rejected row, not a crash.
+
+    Row numbers are line numbers (blank lines are not rows).
+    """
+    records: list[dict[str, Any]] = []
+    rows: list[int] = []
+    broken: list[tuple[int, str]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                broken.append((number, f"malformed line: not JSON ({err})"))
+            else:
+                if isinstance(record, dict):
+                    records.append({k: v for k, v in record.items() if k in wanted})
+                    rows.append(number)
+                else:
+                    broken.append((number, "malformed line: not a JSON object {column: value}"))
+            if len(records) + len(broken) >= chunk_rows:
+                yield Chunk(path, _frame(records, wanted), np.array(rows, dtype=int), broken)
+                records, rows, broken = [], [], []
+    if records or broken:
+        yield Chunk(path, _frame(records, wanted), np.array(rows, dtype=int), broken)
+
+
+def _frame(records: list[dict[str, Any]], wanted: set[str]) -> pd.DataFrame:
+    """The records as a frame with every wanted column (missing where a record lacks it)."""
+    return pd.DataFrame.from_records(records, columns=sorted(wanted))
 
 
 def _csv_chunks(

@@ -247,3 +247,20 @@ def test_cloud_run_job_tasks_each_score_their_own_share(
     retried = task(1)
     assert retried.returncode == 0, retried.stderr
     assert (tmp_path / "out" / "scored-00000-of-00002.csv").stat().st_mtime_ns == before
+
+
+def test_a_corrupt_json_line_is_a_rejected_row(
+    built: Path, rows: list[dict[str, Any]], expected: list[Any], tmp_path: Path
+) -> None:
+    lines = [json.dumps(row) for row in with_ids(rows).to_dict(orient="records")]
+    lines[4] = lines[4][:25]  # a line cut off mid-object
+    lines[9] = "[1, 2, 3]"  # JSON, but not a row
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    result = batch(built, "in.jsonl", "-o", "out.jsonl", "--keep", "id", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rejects = pd.read_csv(tmp_path / "out.rejects.csv")
+    assert list(rejects["row"]) == [5, 10]  # line numbers
+    assert all(reason.startswith("malformed line") for reason in rejects["reason"])
+    scored = pd.read_json(tmp_path / "out.jsonl", lines=True)
+    kept = [i for i in range(ROWS) if i not in (4, 9)]
+    assert_same_predictions([expected[i] for i in kept], list(scored["prediction"]))
