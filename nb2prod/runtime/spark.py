@@ -89,13 +89,21 @@ def predict_udf(spark: Any, build_dir: str | Path) -> Callable[[Any], Any]:
 def _load(name: str, version: str) -> tuple[Any, Any]:
     """The Predictor and Validator of the shipped build, loaded once per worker."""
     if version not in _LOADED:
+        import importlib
+        import importlib.util
+
         from pyspark import SparkFiles
 
         directory = Path(SparkFiles.get(name))
-        sys.path.insert(0, str(directory))
-        import importlib
-
-        model_code = importlib.import_module("model_code")
+        if str(directory) not in sys.path:
+            sys.path.insert(0, str(directory))  # its nb2prod_runtime, for model_code's imports
+        # Each build's model_code under its own name: two models in one worker stay apart.
+        spec = importlib.util.spec_from_file_location(
+            f"model_code_{version}", directory / "model_code.py"
+        )
+        assert spec is not None and spec.loader is not None
+        model_code = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(model_code)
         batch = importlib.import_module("nb2prod_runtime.batch_rows")
         loader = importlib.import_module("nb2prod_runtime.loader")
         predictor = loader.Predictor(directory / "model", model_code)
