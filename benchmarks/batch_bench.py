@@ -9,7 +9,10 @@ the atomic output and the sidecar. Both run as fresh processes, alternating, for
 (target: >= 0.8), and each process's peak RSS (from wait4) next to one chunk's footprint.
 
     python benchmarks/batch_bench.py [--notebook example_notebooks/diabetes_regression.ipynb]
-        [--rows 1000000] [--chunk-rows 50000] [--rounds 3]
+        [--rows 1000000] [--chunk-rows 50000] [--rounds 3] [--spark]
+
+``--spark`` also scores the Parquet file with ``predict_udf`` in Spark ``local[2]`` (session
+start-up excluded), checks every row against ``nb2prod batch`` and prints rows/s for both.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk-rows", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--spark", action="store_true", help="also Spark local[2] (pyspark)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nb2prod-batch-bench-") as tmp:
         work = Path(tmp)
@@ -87,6 +91,7 @@ def main() -> None:
         golden = json.loads((build / "model" / "golden.json").read_text())["rows"]
         sample = pd.DataFrame(golden).dropna()
         frame = sample.sample(n=args.rows, replace=True, random_state=0).reset_index(drop=True)
+        frame.insert(0, "row_id", range(len(frame)))
         frame.to_csv(work / "rows.csv", index=False)
         frame.to_parquet(work / "rows.parquet", index=False)
         chunk_bytes = int(frame.head(args.chunk_rows).memory_usage(deep=True).sum())
@@ -108,7 +113,8 @@ def main() -> None:
                     "baseline": [sys.executable, str(work / "baseline.py"), source,
                                  str(work / "base.csv"), str(args.chunk_rows)],
                     "nb2prod": [sys.executable, "-m", "nb2prod_runtime.batch", source, "-o",
-                                str(out), "--chunk-rows", str(args.chunk_rows), "-q"],
+                                str(out), "--chunk-rows", str(args.chunk_rows), "-q",
+                                "--keep", "row_id"],
                 }  # fmt: skip
                 order = ("baseline", "nb2prod") if round_ % 2 == 0 else ("nb2prod", "baseline")
                 for name in order:
@@ -129,6 +135,44 @@ def main() -> None:
                 f"peak {peak['nb2prod']:.0f} MB | ratio {ratio:.2f} (target >= 0.8); "
                 "identical predictions"
             )
+
+        if args.spark:
+            spark_run(build, work, args.rows, statistics.median(times["nb2prod"]))
+
+
+def spark_run(build: Path, work: Path, rows: int, batch_seconds: float) -> None:
+    """predict_udf on the Parquet file in local[2]; every row compared with nb2prod batch."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    from nb2prod.runtime.spark import ERROR_COLUMN, predict_udf
+
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "2g")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        score = predict_udf(spark, build)
+        started = time.perf_counter()
+        score(spark.read.parquet(str(work / "rows.parquet"))).select(
+            "row_id", "prediction", ERROR_COLUMN
+        ).write.mode("overwrite").parquet(str(work / "spark-out"))
+        seconds = time.perf_counter() - started
+    finally:
+        spark.stop()
+    got = pd.read_parquet(work / "spark-out").sort_values("row_id").reset_index(drop=True)
+    want = pd.read_csv(work / "out-parquet-0.csv").sort_values("row_id").reset_index(drop=True)
+    if not (len(got) == len(want) == rows and got[ERROR_COLUMN].isna().all()):
+        raise SystemExit("Spark scored a different number of rows, or rejected some")
+    if not (got["prediction"].astype(float) - want["prediction"]).abs().max() < 1e-9:
+        raise SystemExit("Spark and nb2prod batch predicted differently")
+    print(
+        f"  spark    local[2] predict_udf {rows / seconds:>10,.0f} rows/s (Parquet in and out) "
+        f"| nb2prod batch {rows / batch_seconds:,.0f} rows/s | identical predictions"
+    )
 
 
 if __name__ == "__main__":
