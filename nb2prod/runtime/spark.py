@@ -15,8 +15,11 @@ on. Streaming DataFrames (Structured Streaming) work the same way.
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ __all__ = ["ERROR_COLUMN", "predict_udf"]
 ERROR_COLUMN = "nb2prod_error"
 
 _LOADED: dict[str, Any] = {}  # per Python worker: model version -> (Predictor, Validator)
+_SHIPPED: dict[int, set[str]] = {}  # on the driver: per SparkContext, the builds added
 
 
 def _spark_type(value: Any) -> str:
@@ -65,8 +69,14 @@ def predict_udf(spark: Any, build_dir: str | Path) -> Callable[[Any], Any]:
     golden = json.loads((build / "model" / "golden.json").read_text())["predictions"]
     version = str(card["model_version"])
     fields = _prediction_fields(golden)
-    spark.sparkContext.addFile(str(build), recursive=True)
-    name = build.name
+    name = f"nb2prod-{version}"  # SparkFiles names by folder name: two "build/" must not clash
+    shipped = _SHIPPED.setdefault(id(spark.sparkContext), set())
+    if name not in shipped:
+        copy = Path(tempfile.mkdtemp(prefix="nb2prod-spark-")) / name
+        shutil.copytree(build, copy, ignore=shutil.ignore_patterns(".nb2prod", "__pycache__"))
+        spark.sparkContext.addFile(str(copy), recursive=True)
+        atexit.register(shutil.rmtree, copy.parent, ignore_errors=True)
+        shipped.add(name)
 
     def score(frame: Any) -> Any:
         schema = ", ".join(

@@ -264,3 +264,28 @@ def test_a_corrupt_json_line_is_a_rejected_row(
     scored = pd.read_json(tmp_path / "out.jsonl", lines=True)
     kept = [i for i in range(ROWS) if i not in (4, 9)]
     assert_same_predictions([expected[i] for i in kept], list(scored["prediction"]))
+
+
+EXAMPLES = ["iris_function", "wine_script", "diabetes_regression"]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_example_scores_like_the_notebook_in_chunks_of_one_and_many(
+    name: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Chunks of one row are one-row requests: preprocessing that computes over its input
+    rows would differ there first."""
+    root = tmp_path_factory.mktemp(f"batch-{name}")
+    build_example(name, root / "build", "--no-docker")
+    rows = reference.example_rows(name, 25)
+    expected = reference.reference_predictions(example_notebook(name), rows)
+    pd.DataFrame(rows).to_csv(root / "in.csv", index=False)
+    for chunk in ("1", "10"):
+        result = batch(
+            root / "build", "in.csv", "-o", f"out-{chunk}.jsonl", "--chunk-rows", chunk, cwd=root
+        )
+        assert result.returncode == 0, result.stderr
+        scored = [
+            json.loads(line) for line in (root / f"out-{chunk}.jsonl").read_text().splitlines()
+        ]
+        assert_same_predictions(expected, [row["prediction"] for row in scored])

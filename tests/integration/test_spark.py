@@ -113,3 +113,19 @@ def test_a_streaming_dataframe_scores_the_same(
     assert list(streamed["prediction"]) == list(batch["prediction"])
     card = json.loads((built / "model" / "model_card.json").read_text())
     assert card["output"]["kind"] == "number"
+
+
+@pytest.mark.parametrize("name", ["iris_function", "wine_script"])
+def test_the_other_examples_score_like_the_notebook(
+    name: str, spark: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    out = tmp_path_factory.mktemp(f"spark-{name}") / "build"
+    build_example(name, out, "--no-docker")
+    rows = reference.example_rows(name, 20)
+    expected = reference.reference_predictions(example_notebook(name), rows)
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "id", range(len(frame)))
+    result = predict_udf(spark, out)(spark.createDataFrame(frame)).toPandas().sort_values("id")
+    assert result[ERROR_COLUMN].isna().all()
+    got = [v.item() if hasattr(v, "item") else v for v in result["prediction"]]
+    assert_same_predictions(expected, got)
