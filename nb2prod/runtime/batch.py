@@ -29,6 +29,7 @@ column, an unreadable file, an output that exists); 5 the model could not be loa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import json
@@ -390,8 +391,10 @@ def main(argv: Sequence[str] | None = None, loaded: Callable[[], Predictor] | No
     try:
         if options.chunk_rows < 1:
             raise BatchError("--chunk-rows must be at least 1")
-        predictor = (loaded or (lambda: _load(args.model_dir)))()
-        summary = score_files(predictor, options)
+        # The notebook's own print()s go to stderr: stdout is the summary (--json for CI).
+        with contextlib.redirect_stdout(sys.stderr):
+            predictor = (loaded or (lambda: _load(args.model_dir)))()
+            summary = score_files(predictor, options)
     except BatchError as err:
         print(f"Error: {err}", file=sys.stderr)
         if err.hint:

@@ -27,6 +27,7 @@ from helpers import (
     build_example,
     example_notebook,
     run_cli_process,
+    write_notebook,
 )
 
 NAME = "diabetes_regression"  # numbers and a nullable text column (`sex`), a regression
@@ -289,3 +290,28 @@ def test_every_example_scores_like_the_notebook_in_chunks_of_one_and_many(
             json.loads(line) for line in (root / f"out-{chunk}.jsonl").read_text().splitlines()
         ]
         assert_same_predictions(expected, [row["prediction"] for row in scored])
+
+
+def test_json_summary_stays_clean_when_the_notebook_prints(tmp_path: Path) -> None:
+    """Preprocess cells print as notebooks do; --json on stdout must still parse (for CI)."""
+    notebook = write_notebook(
+        tmp_path / "talky.ipynb",
+        [
+            ("import pandas as pd\nfrom sklearn.linear_model import LinearRegression", None),
+            ("df = pd.DataFrame({'x': [float(i) for i in range(30)]})\ndf['y'] = 2 * df['x']",
+             ["load"]),
+            ("print('shape before', df.shape)\nX = df[['x']] * 1.0", ["preprocess"]),
+            ("model = LinearRegression().fit(X, df['y'])", ["train"]),
+            ("predictions = model.predict(X)", ["predict"]),
+        ],
+    )  # fmt: skip
+    built = run_cli_process("build", notebook, "--no-docker", "-q", "-o", "out", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    pd.DataFrame({"x": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "in.csv", index=False)
+    result = batch("out", "in.csv", "-o", "scored.csv", "--json", "--chunk-rows", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rows_scored"] == 3
+    assert "shape before" in result.stderr  # the notebook's output is kept, on stderr
+    assert_same_predictions(
+        [2.0, 4.0, 6.0], list(pd.read_csv(tmp_path / "scored.csv")["prediction"])
+    )
