@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ import reference
 from helpers import (
     ServeProcess,
     assert_same_predictions,
-    build_example,
     example_notebook,
     run_cli_process,
     write_notebook,
@@ -35,10 +35,8 @@ ROWS = 40
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("batch") / "build"
-    build_example(NAME, out, "--no-docker")
-    return out
+def built(built_examples: Callable[[str], Path]) -> Path:
+    return built_examples(NAME)
 
 
 @pytest.fixture(scope="module")
@@ -272,19 +270,17 @@ EXAMPLES = ["iris_function", "wine_script", "diabetes_regression"]
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_every_example_scores_like_the_notebook_in_chunks_of_one_and_many(
-    name: str, tmp_path_factory: pytest.TempPathFactory
+    name: str, built_examples: Callable[[str], Path], tmp_path: Path
 ) -> None:
     """Chunks of one row are one-row requests: preprocessing that computes over its input
     rows would differ there first."""
-    root = tmp_path_factory.mktemp(f"batch-{name}")
-    build_example(name, root / "build", "--no-docker")
+    root = tmp_path
+    build = built_examples(name)
     rows = reference.example_rows(name, 25)
     expected = reference.reference_predictions(example_notebook(name), rows)
     pd.DataFrame(rows).to_csv(root / "in.csv", index=False)
     for chunk in ("1", "10"):
-        result = batch(
-            root / "build", "in.csv", "-o", f"out-{chunk}.jsonl", "--chunk-rows", chunk, cwd=root
-        )
+        result = batch(build, "in.csv", "-o", f"out-{chunk}.jsonl", "--chunk-rows", chunk, cwd=root)
         assert result.returncode == 0, result.stderr
         scored = [
             json.loads(line) for line in (root / f"out-{chunk}.jsonl").read_text().splitlines()

@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ import reference
 from helpers import (
     ServeProcess,
     assert_same_predictions,
-    build_example,
     example_notebook,
     free_port,
 )
@@ -69,10 +68,8 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pubsub") / "build"
-    build_example(NAME, out, "--no-docker")
-    return out
+def built(built_examples: Callable[[str], Path]) -> Path:
+    return built_examples(NAME)
 
 
 def topic(name: str) -> str:

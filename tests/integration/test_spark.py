@@ -8,14 +8,14 @@ a streaming DataFrame (the file source) scores the same.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import reference
-from helpers import assert_same_predictions, build_example, example_notebook, run_cli_process
+from helpers import assert_same_predictions, example_notebook, run_cli_process
 
 from nb2prod.runtime.spark import ERROR_COLUMN, predict_udf
 
@@ -51,10 +51,8 @@ def spark() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("spark") / "build"
-    build_example(NAME, out, "--no-docker")
-    return out
+def built(built_examples: Callable[[str], Path]) -> Path:
+    return built_examples(NAME)
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +115,9 @@ def test_a_streaming_dataframe_scores_the_same(
 
 @pytest.mark.parametrize("name", ["iris_function", "wine_script"])
 def test_the_other_examples_score_like_the_notebook(
-    name: str, spark: Any, tmp_path_factory: pytest.TempPathFactory
+    name: str, spark: Any, built_examples: Callable[[str], Path]
 ) -> None:
-    out = tmp_path_factory.mktemp(f"spark-{name}") / "build"
-    build_example(name, out, "--no-docker")
+    out = built_examples(name)
     rows = reference.example_rows(name, 20)
     expected = reference.reference_predictions(example_notebook(name), rows)
     frame = pd.DataFrame(rows)
