@@ -126,7 +126,7 @@ def create_app(
     )
     _add_ops_routes(app, metrics, json.dumps(public_metadata(card)).encode(), card.model_version)
     _add_predict_route(app, parser, limits, metrics, card.model_version)
-    install_pubsub(app, parser, _predict_rows, card.model_version)  # POST /pubsub
+    install_pubsub(app, parser, _predict_rows, card.model_version, metrics.count_predictions)
     _add_request_models_to_openapi(app, _openapi_components(parser.request_model))
     return app
 

@@ -142,7 +142,11 @@ def _predict_body(data: bytes) -> bytes:
 
 
 def install_pubsub(
-    app: FastAPI, parser: PredictBodyParser, predict_rows: PredictRows, model_version: str
+    app: FastAPI,
+    parser: PredictBodyParser,
+    predict_rows: PredictRows,
+    model_version: str,
+    count_predictions: Callable[[int], None],
 ) -> None:
     """Add ``POST /pubsub`` (see the module docstring)."""
     results, dead = _topic(RESULT_TOPIC_ENV), _topic(DEAD_LETTER_TOPIC_ENV)
@@ -159,6 +163,7 @@ def install_pubsub(
             message_id = message_id or request_id
             rows = parser.parse_large(_predict_body(data))
             predictions = predict_rows(app, predictor, rows, message_id)
+            count_predictions(len(rows))  # nb2prod_predictions_total, as /predict counts
         except (BadMessage, BodyError, ValueError, TypeError, KeyError) as err:
             reason = _reason(err)
             logger.warning(
