@@ -67,7 +67,6 @@ from .batch_files import (
     read_chunks,
     require_parquet,
     sidecar_path,
-    write_json_atomically,
 )
 from .batch_rows import Validator, predict_isolating
 from .loader import ModelLoadError, Predictor
@@ -223,10 +222,13 @@ def score_files(predictor: Predictor, options: BatchOptions) -> BatchSummary:
             summary.rejects = str(rejects_path)
         else:
             rejects.discard()
+        # Everything is written before the first rename: renames don't run out of disk.
+        sidecar = partial_path(sidecar_path(options.output))
+        sidecar.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
         out.path.replace(options.output)
         if keep_rejects:
             rejects.path.replace(rejects_path)
-        write_json_atomically(sidecar_path(options.output), summary.to_json())
+        sidecar.replace(sidecar_path(options.output))
         committed = True
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -244,6 +246,7 @@ def score_files(predictor: Predictor, options: BatchOptions) -> BatchSummary:
         if not committed:
             out.discard()
             rejects.discard()
+            partial_path(sidecar_path(options.output)).unlink(missing_ok=True)
     progress.update(summary, final=True)
     return summary
 

@@ -32,7 +32,6 @@ __all__ = [
     "read_chunks",
     "require_parquet",
     "sidecar_path",
-    "write_json_atomically",
 ]
 
 EXIT_OK, EXIT_WRITE, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 5
@@ -333,9 +332,3 @@ def partial_path(path: Path) -> Path:
 
 def sidecar_path(output: Path) -> Path:
     return output.with_name(output.name + SIDECAR_SUFFIX)
-
-
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    partial = partial_path(path)
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    partial.replace(path)
