@@ -102,7 +102,7 @@ def check_run(
         c.number for c in spec.cells_with_roles(TRAINING_ROLES) if stop is None or c.number < stop
     )
     with tempfile.TemporaryDirectory(prefix="nb2prod-check-") as tmp:
-        context = render.render_check_context(spec, plan, pins, Path(tmp) / "context")
+        context = render.render_check_context(spec, plan, pins, Path(tmp) / "context", stop)
         report = run_check(context, progress)
     return (
         spec,

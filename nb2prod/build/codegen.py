@@ -205,16 +205,17 @@ def check_stop(spec: NotebookSpec, plan: ServingPlan) -> tuple[int | None, dict[
     return (after[0] if after else None), {n: c for n, c in later.items() if roles[c] == "train"}
 
 
-def check_script(spec: NotebookSpec, plan: ServingPlan) -> str:
+def check_script(spec: NotebookSpec, plan: ServingPlan, stop: int | None) -> str:
     """The text of the script ``nb2prod check --run`` runs in place of train.py.
 
-    train.py's cells up to :func:`check_stop`, then the preprocess probe instead of the model.
+    train.py's cells up to ``stop`` (:func:`check_stop`), then the preprocess probe instead of
+    the model.
     """
     code = serving_code(spec)
     imports = _import_block(
         spec, TRAINING_ROLES, extra=(*_training_imports(spec), *_replay_import(spec, code))
     )
-    body = _train_body(spec, code, _first_serving_cell(plan), check_stop(spec, plan)[0])
+    body = _train_body(spec, code, _first_serving_cell(plan), stop)
     return (
         _docstring(
             f"nb2prod check --run for {spec.path.name}",

@@ -87,12 +87,13 @@ def render_check_context(
     plan: ServingPlan,
     requirements: tuple[Requirement, ...],
     destination: Path,
+    stop: int | None,
 ) -> BuildContext:
     """A throwaway context for ``nb2prod check --run``: train.py is the check script
-    (codegen.check_script), which stops before the model's train cells."""
+    (codegen.check_script), which stops before cell ``stop``."""
     context = render_context(spec, plan, requirements, destination)
     shutil.copy2(PACKAGE_DIR / "runtime" / CHECK_PROBE, destination / "nb2prod_runtime")
-    write_text_atomically(destination / "train.py", check_script(spec, plan))
+    write_text_atomically(destination / "train.py", check_script(spec, plan, stop))
     return context
 
 

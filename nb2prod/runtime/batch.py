@@ -43,7 +43,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .batch_files import (
@@ -68,7 +67,7 @@ from .batch_files import (
     require_parquet,
     sidecar_path,
 )
-from .batch_rows import Validator, predict_isolating
+from .batch_rows import Validator, score_rows
 from .loader import ModelLoadError, Predictor
 
 __all__ = ["BatchError", "BatchOptions", "BatchSummary", "main", "score_files"]
@@ -288,23 +287,14 @@ def _score_chunk(
     summary: BatchSummary,
 ) -> list[str]:
     frame = chunk.frame.reset_index(drop=True)
-    request, ok, reasons = validator.check(frame)
-    predictions, failed = predict_isolating(predictor, request)
-    valid_rows = np.flatnonzero(ok)
-    scored = np.ones(len(valid_rows), dtype=bool)
-    rejected_at: list[tuple[int, str]] = [
-        (int(i), r) for i, r in zip(np.flatnonzero(~ok), reasons, strict=True)
-    ]
-    for position, reason in failed.items():
-        scored[position] = False
-        rejected_at.append((int(valid_rows[position]), reason))
-    kept = frame.loc[valid_rows[scored], list(options.keep)].reset_index(drop=True)
-    result = pd.concat([kept, prediction_frame(predictions)], axis=1)
+    scored = score_rows(predictor, validator, frame)
+    kept = frame.loc[scored.rows, list(options.keep)].reset_index(drop=True)
+    result = pd.concat([kept, prediction_frame(scored.predictions)], axis=1)
     out.write(result)
     rows = [
         {"file": str(chunk.path), "row": int(chunk.rows[i]), "reason": reason}
         | {k: frame.at[i, k] for k in options.keep}
-        for i, reason in sorted(rejected_at)
+        for i, reason in scored.rejected
     ]
     rows.extend(
         {"file": str(chunk.path), "row": line, "reason": reason} | {k: None for k in options.keep}
@@ -316,7 +306,7 @@ def _score_chunk(
             kind = str(row["reason"]).split(":")[0]
             summary.reasons[kind] = summary.reasons.get(kind, 0) + 1
     summary.rows_in += len(frame) + len(chunk.broken)
-    summary.rows_scored += int(scored.sum())
+    summary.rows_scored += len(scored.rows)
     summary.rows_rejected += len(rows)
     return list(result.columns)
 

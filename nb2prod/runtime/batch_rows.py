@@ -4,6 +4,7 @@ the model code refuses. Used by ``nb2prod batch`` (batch.py) and the Spark UDF (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 from .loader import Predictor
 from .schema import FrameBuilder
 
-__all__ = ["Validator", "bad_reason", "predict_isolating"]
+__all__ = ["Scored", "Validator", "bad_reason", "predict_isolating", "score_rows"]
 
 
 class Validator:
@@ -157,3 +158,24 @@ def predict_isolating(
     second, second_failed = predict_isolating(predictor, frame.iloc[half:])
     failed = {**first_failed, **{half + i: r for i, r in second_failed.items()}}
     return [*first, *second], failed
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A frame's rows, scored: ``nb2prod batch`` writes them to files, the Spark UDF to columns."""
+
+    rows: np.ndarray  # positions of the rows that scored, ascending
+    predictions: list[Any]  # one per scored row, in the same order
+    rejected: list[tuple[int, str]]  # (position, reason) of every other row, ascending
+
+
+def score_rows(predictor: Predictor, validator: Validator, frame: pd.DataFrame) -> Scored:
+    """Validate ``frame`` (positional index) and predict its valid rows; the rest rejected."""
+    request, ok, reasons = validator.check(frame)
+    predictions, failed = predict_isolating(predictor, request)
+    valid = np.flatnonzero(ok)
+    rejected = [(int(i), r) for i, r in zip(np.flatnonzero(~ok), reasons, strict=True)]
+    rejected += [(int(valid[position]), reason) for position, reason in failed.items()]
+    scored = np.ones(len(valid), dtype=bool)
+    scored[list(failed)] = False
+    return Scored(valid[scored], predictions, sorted(rejected))

@@ -31,7 +31,7 @@ __all__ = ["ERROR_COLUMN", "predict_udf"]
 #: The column holding why a row was not scored (null when it was).
 ERROR_COLUMN = "nb2prod_error"
 
-_LOADED: dict[str, Any] = {}  # per Python worker: model version -> (Predictor, Validator)
+_LOADED: dict[str, Any] = {}  # per Python worker: model version -> what _load loaded
 _SHIPPED: dict[int, set[str]] = {}  # on the driver: per SparkContext, the builds added
 
 
@@ -87,17 +87,17 @@ def predict_udf(spark: Any, build_dir: str | Path) -> Callable[[Any], Any]:
         columns = [f.name for f in frame.schema.fields]
 
         def partitions(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            predictor, validator = _load(name, version)
+            loaded = _load(name, version)
             for batch in batches:
-                yield _score(predictor, validator, batch, columns, fields)
+                yield _score(loaded, batch, columns, fields)
 
         return frame.mapInPandas(partitions, schema)
 
     return score
 
 
-def _load(name: str, version: str) -> tuple[Any, Any]:
-    """The Predictor and Validator of the shipped build, loaded once per worker."""
+def _load(name: str, version: str) -> tuple[Any, Any, Any]:
+    """The shipped build's Predictor, Validator and ``batch_rows`` module, once per worker."""
     if version not in _LOADED:
         import importlib
         import importlib.util
@@ -114,35 +114,29 @@ def _load(name: str, version: str) -> tuple[Any, Any]:
         assert spec is not None and spec.loader is not None
         model_code = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(model_code)
-        batch = importlib.import_module("nb2prod_runtime.batch_rows")
+        rows = importlib.import_module("nb2prod_runtime.batch_rows")
         loader = importlib.import_module("nb2prod_runtime.loader")
         predictor = loader.Predictor(directory / "model", model_code)
-        _LOADED[version] = (predictor, batch.Validator(predictor.schema), batch)
-    predictor, validator, _ = _LOADED[version]
-    return predictor, validator
+        _LOADED[version] = (predictor, rows.Validator(predictor.schema), rows)
+    loaded: tuple[Any, Any, Any] = _LOADED[version]
+    return loaded
 
 
 def _score(
-    predictor: Any,
-    validator: Any,
+    loaded: tuple[Any, Any, Any],
     batch: pd.DataFrame,
     columns: list[str],
     fields: list[tuple[str, str]],
 ) -> pd.DataFrame:
+    predictor, validator, rows = loaded
     batch = batch.reset_index(drop=True)
-    runtime = _LOADED[predictor.model_version][2]
-    request, ok, reasons = validator.check(batch)
-    predictions, failed = runtime.predict_isolating(predictor, request)
+    scored = rows.score_rows(predictor, validator, batch)
     errors: list[str | None] = [None] * len(batch)
-    for index, reason in zip((~ok).nonzero()[0], reasons, strict=True):
-        errors[int(index)] = reason
+    for index, reason in scored.rejected:
+        errors[index] = reason
     values: list[Any] = [None] * len(batch)
-    answers = iter(predictions)
-    for position, index in enumerate(ok.nonzero()[0]):
-        if position in failed:
-            errors[int(index)] = failed[position]
-        else:
-            values[int(index)] = next(answers)
+    for index, prediction in zip(scored.rows, scored.predictions, strict=True):
+        values[int(index)] = prediction
     out = batch[columns].copy()
     if len(fields) == 1:
         out[fields[0][0]] = _column(values, fields[0][1])
