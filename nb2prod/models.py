@@ -102,6 +102,8 @@ class NotebookSpec:
     ]  # names serving code reads that training binds (state + raw input)
     notices: tuple[str, ...] = ()
     kale_blocks: tuple[KaleBlock, ...] = ()  # how Kubeflow Kale's blocks were read
+    #: ``build --batch-dependent``: a row's answer may depend on its request's other rows.
+    batch_dependent: bool = False
 
     def cells_with_role(self, role: str) -> tuple[Cell, ...]:
         """The cells tagged ``role``, in notebook order."""
@@ -175,6 +177,7 @@ class BuildOptions:
     force: bool = False
     template: Path | None = None
     strict: bool = False  # refuse fits on the serving path instead of recording them
+    batch_dependent: bool = False  # answers may depend on the request's rows: never batch them
     role_map: dict[str, str] = field(default_factory=dict)  # Kale block -> role (--role-map)
     docker: bool = True
     train_on_host: bool = False

@@ -135,6 +135,7 @@ def _write_build_record(
         "nb2prod_version": __version__,
         "parameters": spec.parameters,
         "parameter_overrides": spec.parameter_overrides,
+        "batch_dependent": spec.batch_dependent,
         "serving": plan.to_json(),
         "cells": [
             {"number": c.number, "role": c.role, "first_line": c.first_line}

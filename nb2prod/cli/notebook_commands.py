@@ -195,6 +195,13 @@ def generate(
     help="Write a machine-readable summary here (image, model version, metrics, smoke, timings).",
 )
 @click.option(
+    "--batch-dependent",
+    is_flag=True,
+    help="A row's answer may depend on the other rows of its request (a rank within "
+    "the request, say): build it instead of refusing it (exit 6), and serve each request "
+    "on its own rows, never batched with others.",
+)
+@click.option(
     "--junit",
     "junit_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -216,6 +223,7 @@ def build(
     quiet: bool,
     json_path: Path | None,
     junit_path: Path | None,
+    batch_dependent: bool,
 ) -> None:
     """Build NOTEBOOK into DIR (default build/<stem>) and a tested image.
 
@@ -241,6 +249,7 @@ def build(
         force=force,
         template=template,
         strict=strict,
+        batch_dependent=batch_dependent,
         role_map=role_map(role_map_text),
         docker=not no_docker,
         train_on_host=train_on_host,

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from .admin import admin_guard
+from .batcher import Batcher, BatchingError, BatchingMode, batching_mode
 from .limits import BodyLimitMiddleware, Limits
 from .loader import Predictor, load_card
 from .logs import configure_logging
@@ -108,9 +109,10 @@ def create_app(
         version=card.model_version,
         description="Predictions from the notebook "
         f"{relative_notebook_path(str(card.notebook.get('path', '')))}.",
-        lifespan=_lifespan(model_dir, model_code, card.model_version),
+        lifespan=_lifespan(model_dir, model_code, card.model_version, card.batching),
     )
     app.state.predictor = None
+    app.state.batcher = None
     app.state.after_predict = list(after_predict)
     app.state.metrics = metrics
     # Monitoring: an after_predict hook, /monitoring/drift and /feedback.
@@ -132,19 +134,29 @@ def create_app(
 
 
 def _lifespan(
-    model_dir: Path, model_code: ModuleType, model_version: str
+    model_dir: Path, model_code: ModuleType, model_version: str, verdict: dict[str, Any]
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Load the model at startup (``/readyz`` is 503 until then), start and stop monitoring."""
+    """Load the model at startup (``/readyz`` is 503 until then), start and stop monitoring.
+
+    The batching settings are checked first: ``NB2PROD_BATCHING=on`` for a build that can't
+    be batched safely stops the start-up with the reason, before the model loads.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()  # uvicorn configured its loggers after create_app ran
+        try:
+            mode = batching_mode(verdict)
+        except BatchingError as err:
+            logger.error("refusing to start: %s", err)
+            raise
         try:
             app.state.predictor = Predictor(model_dir, model_code)
         except Exception:
             logger.exception("could not load the model from %s", model_dir)
             raise
         logger.info("model %s loaded from %s", model_version, model_dir)
+        app.state.batcher = _batcher(app, mode)
         # nb2prod_runtime.serve starts with the collector off (imports and the model are
         # long-lived objects; collecting them over and over only slows start-up). Freeze
         # what exists now so later collections skip it, and collect as usual from here.
@@ -240,7 +252,10 @@ def _add_predict_route(
                 )
             else:
                 rows = parser.parse_small(body)
-                if len(rows) <= INLINE_MAX_ROWS:
+                batcher: Batcher | None = app.state.batcher
+                if batcher is not None and batcher.accepts(rows):
+                    predictions = await batcher.predict(rows, request_id)
+                elif len(rows) <= INLINE_MAX_ROWS:
                     predictions = _predict_rows(app, predictor, rows, request_id)
                 else:
                     predictions = await run_in_threadpool(
@@ -318,17 +333,66 @@ class PredictResponse(BaseModel):
     model_version: str
 
 
+def _batcher(app: FastAPI, mode: BatchingMode) -> Batcher | None:
+    """The request batcher when ``mode`` allows it; the startup log says which and why."""
+    if not mode.enabled:
+        logger.info("batching off: %s; each request is predicted on its own", mode.reason)
+        return None
+    logger.info(
+        "batching on: up to %d rows, waiting at most %g ms under load (%s)",
+        mode.max_rows,
+        mode.max_wait_seconds * 1000,
+        mode.reason,
+    )
+    metrics: ServiceMetrics = app.state.metrics
+
+    def predict_many(requests: list[tuple[Sequence[Sequence[Any]], str]]) -> list[list[Any]]:
+        predictor: Predictor = app.state.predictor
+        if len(requests) == 1:
+            return [_predict_rows(app, predictor, *requests[0])]
+        return _predict_requests(app, predictor, requests)
+
+    return Batcher(predict_many, mode, metrics.observe_batch)
+
+
 def _predict_rows(
     app: FastAPI, predictor: Predictor, rows: Sequence[Sequence[Any]], request_id: str
 ) -> list[Any]:
     """Frame the rows, predict, and run the after-predict hooks."""
+    return _predict_requests(app, predictor, [(rows, request_id)])[0]
+
+
+def _predict_requests(
+    app: FastAPI, predictor: Predictor, requests: list[tuple[Sequence[Sequence[Any]], str]]
+) -> list[list[Any]]:
+    """Several requests' rows framed and predicted at once; each request's predictions, and
+    the after-predict hooks called once per request with its own rows and id."""
+    rows = requests[0][0] if len(requests) == 1 else [r for rs, _ in requests for r in rs]
     frame = predictor.frames.from_rows(rows)
     hooks: list[AfterPredictHook] = app.state.after_predict
     if not hooks:
-        return predictor.predict_frame(frame)
-    # A copy-on-write shallow copy, so that preprocess code mutating its input (df["x"] = ...)
-    # does not change the raw frame the hooks see.
-    predictions = predictor.predict_frame(frame.copy(deep=False))
+        predictions = predictor.predict_frame(frame)
+    else:
+        # A copy-on-write shallow copy, so that preprocess code mutating its input
+        # (df["x"] = ...) does not change the raw frame the hooks see.
+        predictions = predictor.predict_frame(frame.copy(deep=False))
+    if len(requests) == 1:
+        _run_hooks(hooks, frame, predictions, requests[0][1])
+        return [predictions]
+    answers, start = [], 0
+    for request_rows, request_id in requests:
+        end = start + len(request_rows)
+        answers.append(predictions[start:end])
+        if hooks:
+            own = frame.iloc[start:end].reset_index(drop=True)
+            _run_hooks(hooks, own, answers[-1], request_id)
+        start = end
+    return answers
+
+
+def _run_hooks(
+    hooks: list[AfterPredictHook], frame: pd.DataFrame, predictions: list[Any], request_id: str
+) -> None:
     for hook in hooks:
         try:
             hook(frame, predictions, request_id)
@@ -338,4 +402,3 @@ def _predict_rows(
                 hook,
                 extra={"json_fields": {"requestId": request_id}},
             )
-    return predictions

@@ -76,6 +76,10 @@ class ModelCard:
     reference_profile: dict[str, Any] = field(default_factory=dict)  # drift reference
     # What training recorded and serving replays: cell, line, expression, runs, value (short).
     recorded: list[dict[str, Any]] = field(default_factory=list)
+    # The skew guard's batch-invariance verdict: {"batch_invariant": bool, "rows_checked": n}
+    # or {"batch_invariant": false, "reason": ...}. The service joins concurrent requests
+    # into one batch only for a build that proved it changes no answer. Empty: not checked.
+    batching: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
 
     @property
@@ -123,7 +127,7 @@ class ModelCard:
         return cls(**values)
 
 
-_OPTIONAL_FIELDS = frozenset({"reference_profile", "recorded"})
+_OPTIONAL_FIELDS = frozenset({"reference_profile", "recorded", "batching"})
 _FIELD_TYPES: dict[str, type] = {
     "name": str,
     "model_version": str,
@@ -135,6 +139,7 @@ _FIELD_TYPES: dict[str, type] = {
     "output": dict,
     "reference_profile": dict,
     "recorded": list,
+    "batching": dict,
 }
 _JSON_NAMES = {str: "string", dict: "object", list: "array"}
 

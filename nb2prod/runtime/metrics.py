@@ -54,6 +54,18 @@ class ServiceMetrics:
             "Rows predicted.",
             registry=self.registry,
         )
+        self.batch_rows = Histogram(
+            "nb2prod_batch_rows",
+            "Rows per prediction when concurrent requests are batched together.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "nb2prod_batch_requests",
+            "Requests per prediction when concurrent requests are batched together.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self.model_info = Gauge(
             "nb2prod_model_info",
             "The model being served (always 1), labelled with its version.",
@@ -80,6 +92,11 @@ class ServiceMetrics:
     def count_predictions(self, rows: int) -> None:
         """Add ``rows`` predicted rows."""
         self.predictions.inc(rows)
+
+    def observe_batch(self, rows: int, requests: int) -> None:
+        """Record one batched prediction's size, in rows and in requests."""
+        self.batch_rows.observe(rows)
+        self.batch_requests.observe(requests)
 
     def set_model_version(self, version: str) -> None:
         """Publish ``nb2prod_model_info{model_version=...} 1``."""

@@ -23,7 +23,7 @@ import pandas as pd
 from .frozen import Recording
 from .notebook_path import ContractError, NotebookPath
 from .plan import CellsStep, FunctionStep, NoStep, ServingPlan
-from .skew import SkewError, check_features, feature_rows, suspect
+from .skew import BatchDependenceError, check_features, feature_rows, suspect
 
 #: Sample rows for the batch run (the build's golden set is this size).
 BATCH_ROWS = 8
@@ -162,7 +162,7 @@ def _alone(runner: PreprocessProbe, batch: pd.DataFrame) -> Any:
         except ContractError as err:
             if len(batch) < 2:
                 raise
-            raise SkewError(
+            raise BatchDependenceError(
                 f"sample row {row} preprocesses in a batch of {len(batch)} rows but not alone: "
                 f"{err}.{suspect(runner.plan)}"
             ) from err

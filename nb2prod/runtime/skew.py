@@ -26,6 +26,8 @@ from .notebook_path import ContractError, NotebookPath
 from .plan import CellsStep, FrozenSite, FunctionStep, ServingPlan
 
 __all__ = [
+    "BATCH_DEPENDENT",
+    "BatchDependenceError",
     "SkewError",
     "check_features",
     "check_skew",
@@ -41,6 +43,19 @@ MAX_PROBED_COLUMNS = 200
 
 class SkewError(ContractError):
     """Raised when the served answer for a row depends on the rows around it, or on chance."""
+
+
+class BatchDependenceError(SkewError):
+    """A row's answer depends on the other rows of its request (not on chance).
+
+    ``nb2prod build --batch-dependent`` accepts this one (the notebook means it: a rank
+    within the request, say) and records it in the card, so the service never joins two
+    requests into one batch.
+    """
+
+
+#: The card's ``batching`` reason for a build whose rows depend on their request.
+BATCH_DEPENDENT = "a row's answer depends on the other rows of its request"
 
 
 def check_skew(runner: NotebookPath, frame: pd.DataFrame, predictions: Sequence[Any]) -> None:
@@ -60,13 +75,13 @@ def check_skew(runner: NotebookPath, frame: pd.DataFrame, predictions: Sequence[
         try:
             alone = runner.predict_rows(frame.iloc[[row]], what=f"sample row {row} alone")
         except ContractError as err:
-            raise SkewError(
+            raise BatchDependenceError(
                 f"sample row {row} predicts in a batch of {len(frame)} rows but not alone: {err}."
                 f"{suspect(runner.plan)}"
             ) from err
         if len(alone) != 1 or not same_prediction(predictions[row], alone[0]):
             got = alone[0] if len(alone) == 1 else f"{len(alone)} predictions"
-            raise SkewError(
+            raise BatchDependenceError(
                 f"sample row {row} alone predicts {got!r}, but {predictions[row]!r} in a batch of "
                 f"{len(frame)} rows: the serving code{_where(runner.plan)} makes a row's answer "
                 f"depend on the other rows of the request.{suspect(runner.plan)}"
@@ -87,7 +102,7 @@ def check_features(runner: NotebookPath, frame: pd.DataFrame) -> None:
         for column, (got, want) in enumerate(zip(alone[1][0], values[row], strict=False)):
             if not _same_value(got, want):
                 name = f" `{names[column]}`" if names else f" {column}"
-                raise SkewError(
+                raise BatchDependenceError(
                     f"sample row {row}'s feature{name} is {got!r} alone but {want!r} in a batch "
                     f"of {len(frame)} rows: the serving code{_where(runner.plan)} makes it "
                     f"depend on the other rows of the request.{suspect(runner.plan)}"

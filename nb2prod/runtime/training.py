@@ -34,7 +34,14 @@ from .monitoring.profile import reference_profile
 from .notebook_path import ContractError, NotebookPath
 from .plan import CellsStep, PlanError, ServingPlan
 from .schema import infer_schema, to_jsonable
-from .skew import SkewError, check_skew, null_row, nullable_columns
+from .skew import (
+    BATCH_DEPENDENT,
+    BatchDependenceError,
+    SkewError,
+    check_skew,
+    null_row,
+    nullable_columns,
+)
 
 #: How many raw training rows make the golden set.
 GOLDEN_ROWS = 8
@@ -160,7 +167,9 @@ def _save_model(ns: dict[str, Any]) -> None:
     recording, first_arguments = frozen.stop_recording()
     runner = NotebookPath(ns, plan, recording, _RUN.get("snapshots"), first_arguments)
     raw = runner.raw_frame
-    golden_frame, golden_predictions, columns, schema = _golden_rows_and_schema(runner, plan)
+    golden_frame, golden_predictions, columns, schema, batching = _golden_rows_and_schema(
+        runner, plan, bool(spec.get("batch_dependent"))
+    )
     state = runner.state()
     state_bytes = _dump_state(state)
     parameters = {k: ns.get(k, v) for k, v in spec.get("parameters", {}).items()}
@@ -196,6 +205,7 @@ def _save_model(ns: dict[str, Any]) -> None:
         serving=runner.completed_plan(),
         reference_profile=_reference_profile(runner, raw, schema, output),
         recorded=_recorded(plan, runner.recording),
+        batching=batching,
         schema_version=CARD_SCHEMA_VERSION,
     )
     _add_state_requirements(state_bytes, _RUN["here"])
@@ -205,12 +215,15 @@ def _save_model(ns: dict[str, Any]) -> None:
 
 
 def _golden_rows_and_schema(
-    runner: NotebookPath, plan: ServingPlan
-) -> tuple[pd.DataFrame, list[Any], list[Any], dict[str, Any]]:
-    """The golden rows and their predictions, the served columns and the input schema.
+    runner: NotebookPath, plan: ServingPlan, batch_dependent: bool = False
+) -> tuple[pd.DataFrame, list[Any], list[Any], dict[str, Any], dict[str, Any]]:
+    """The golden rows and their predictions, the served columns, the input schema, and the
+    batch-invariance verdict.
 
     Along the way: which raw frames never reach predict, which columns serving never needs,
     which columns accept null (a probe), and the skew guard on the final golden rows.
+    ``batch_dependent`` (``build --batch-dependent``) accepts a batch-dependent answer as the
+    notebook's intent instead of refusing it; chance (determinism) is refused either way.
     """
     raw = runner.raw_frame
     golden_frame = raw.sample(n=min(GOLDEN_ROWS, len(raw)), random_state=0)
@@ -236,11 +249,32 @@ def _golden_rows_and_schema(
     nullable = nullable_columns(runner, golden_frame, columns)
     golden_frame = _with_null_rows(raw, golden_frame, nullable)
     golden_predictions = runner.predict_rows(golden_frame, what="the sample rows")
-    check_skew(runner, golden_frame, golden_predictions)
+    batching = _batching_verdict(runner, golden_frame, golden_predictions, batch_dependent)
     schema = infer_schema(raw[columns], ignored)
     for column in schema["columns"]:
         column["nullable"] = column["name"] in {str(c) for c in nullable}
-    return golden_frame, golden_predictions, columns, schema
+    return golden_frame, golden_predictions, columns, schema, batching
+
+
+def _batching_verdict(
+    runner: NotebookPath, frame: pd.DataFrame, predictions: list[Any], batch_dependent: bool
+) -> dict[str, Any]:
+    """The skew guard, and the card's record of whether requests may be joined in a batch."""
+    try:
+        check_skew(runner, frame, predictions)
+    except BatchDependenceError as err:
+        if not batch_dependent:
+            raise BatchDependenceError(
+                f"{str(err).rstrip('.')}. If the answers are meant to depend on the request's rows, build with "
+                "--batch-dependent: each request is then served on its own rows"
+            ) from err
+        print(f"nb2prod: built with --batch-dependent: {err}", file=sys.stderr, flush=True)
+        return {"batch_invariant": False, "reason": BATCH_DEPENDENT}
+    if batch_dependent:
+        return {"batch_invariant": False, "reason": "built with --batch-dependent"}
+    if len(frame) < 2:
+        return {"batch_invariant": False, "reason": "fewer than 2 sample rows to check it on"}
+    return {"batch_invariant": True, "rows_checked": len(frame)}
 
 
 def _recorded(plan: ServingPlan, recording: frozen.Recording) -> list[dict[str, Any]]:
