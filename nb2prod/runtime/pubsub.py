@@ -1,19 +1,30 @@
 """Events in, predictions out: ``POST /pubsub`` for Pub/Sub push and Eventarc CloudEvents.
 
-A push subscription (or an Eventarc trigger on a topic, which delivers the same envelope as
-a binary-mode CloudEvent) posts ``{"message": {"data": BASE64, "messageId": ...}, ...}``.
-``data`` holds one row (an object), a list of rows, or a ``/predict`` body; it is validated
-and predicted exactly as ``POST /predict`` does, with the message id as the request id.
+Three shapes of request carry the same Pub/Sub message:
 
-- The predictions are published to ``NB2PROD_RESULT_TOPIC`` (``projects/P/topics/T``, or
-  ``T`` with ``GOOGLE_CLOUD_PROJECT``) with the attributes ``nb2prod_message_id`` and
-  ``model_version``; then the message is acknowledged (204).
-- A message that can never score (bad envelope, bad base64 or JSON, rows that fail
-  validation or that the model code refuses) is acknowledged too, so Pub/Sub never
-  redelivers it forever: it is logged, and published to ``NB2PROD_DEAD_LETTER_TOPIC``
-  when set, with the reason in the ``nb2prod_error`` attribute.
-- A result that can't be published (the Pub/Sub API is unreachable) answers 503, so Pub/Sub
-  retries the message later.
+- a push subscription posts the envelope ``{"message": {"data": BASE64, "messageId": ...},
+  "subscription": ...}``;
+- Eventarc (a trigger on ``google.cloud.pubsub.topic.v1.messagePublished``) posts that
+  envelope as a binary-mode CloudEvent, with ``ce-id``/``ce-type``/``ce-source`` headers;
+- a structured-mode CloudEvent (``Content-Type: application/cloudevents+json``) holds the
+  envelope in its ``data`` (or ``data_base64``).
+
+``message.data`` holds one row (an object), a list of rows, or a ``/predict`` body; it is
+validated and predicted exactly as ``POST /predict`` does. The request id is the message id,
+else the CloudEvent id.
+
+What each answer tells Pub/Sub (a push acknowledges on 102, 200, 201, 202 or 204 and
+redelivers on anything else; Eventarc acknowledges on any 2xx):
+
+- 204: done. The predictions were published to ``NB2PROD_RESULT_TOPIC`` (``projects/P/topics/T``,
+  or ``T`` with ``GOOGLE_CLOUD_PROJECT``) with the attributes ``nb2prod_message_id`` and
+  ``model_version``, or there is no result topic.
+- 204 too for a message that can never score (bad envelope or event, an event of another
+  type, bad base64 or JSON, rows that fail validation, model code that raises): the same
+  message would fail the same way on every redelivery, so it is acknowledged, logged and,
+  when ``NB2PROD_DEAD_LETTER_TOPIC`` is set, published there as sent, with the reason in the
+  ``nb2prod_error`` attribute.
+- 503: try again later. The model is still loading, or a topic can't be reached.
 
 Publishing uses Pub/Sub's REST API with the standard library (``PUBSUB_EMULATOR_HOST`` for
 the emulator, else the metadata server's token), so the image needs no gRPC client.
@@ -29,7 +40,7 @@ import os
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -38,12 +49,15 @@ from starlette.concurrency import run_in_threadpool
 from .request_body import BodyError, PredictBodyParser
 from .request_models import ROW_SOURCES
 
-__all__ = ["PublishError", "Publisher", "install_pubsub"]
+__all__ = ["MESSAGE_PUBLISHED", "PublishError", "Publisher", "install_pubsub"]
 
 logger = logging.getLogger("nb2prod.service")
 
 RESULT_TOPIC_ENV = "NB2PROD_RESULT_TOPIC"
 DEAD_LETTER_TOPIC_ENV = "NB2PROD_DEAD_LETTER_TOPIC"
+#: The CloudEvent type of a message published to a Pub/Sub topic (what Eventarc delivers).
+MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
+_STRUCTURED_EVENT = "application/cloudevents+json"
 _METADATA = "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts"
 _METADATA_TOKEN_URL = _METADATA + "/default/token"  # the URL of a token, not a token
 #: Seconds a publish may take before the message is left for Pub/Sub to redeliver.
@@ -57,7 +71,14 @@ class PublishError(RuntimeError):
 
 
 class BadMessage(ValueError):
-    """A message that can never score: acknowledged, logged, dead-lettered."""
+    """A message that can never score: acknowledged, logged, dead-lettered.
+
+    ``message_id`` is the message's (or event's) id when it was read before the fault.
+    """
+
+    def __init__(self, reason: str, message_id: str = "") -> None:
+        super().__init__(reason)
+        self.message_id = message_id
 
 
 class Publisher:
@@ -112,20 +133,63 @@ def _topic(name: str) -> Publisher | None:
     return Publisher(topic) if topic else None
 
 
-def _message(envelope: Any, headers: Any) -> tuple[str, bytes]:
-    """(message id, the decoded data) of a push envelope; BadMessage when it is not one."""
+# --- reading a message -----------------------------------------------------------------------
+
+
+def read_message(body: bytes, headers: Mapping[str, str]) -> tuple[str, bytes]:
+    """(message id, else CloudEvent id, else ""; the decoded ``message.data``) of a request in
+    any of the three shapes the module docstring lists; BadMessage when it is none of them."""
+    event_id = headers.get("ce-id", "")  # binary mode; a structured event's is in the body
+    try:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise BadMessage(f"the body is not JSON: {err}") from err
+        content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type == _STRUCTURED_EVENT or (
+            isinstance(payload, dict) and "specversion" in payload and "message" not in payload
+        ):
+            if not isinstance(payload, dict):
+                raise BadMessage("a structured CloudEvent must be a JSON object")
+            event_id = str(payload.get("id") or "")
+            _check_event_type(payload.get("type"))
+            payload = _structured_event_data(payload)
+        elif "ce-type" in headers or "ce-specversion" in headers:  # binary: the body is data
+            _check_event_type(headers.get("ce-type"))
+        return _push_message(payload, event_id)
+    except BadMessage as err:
+        # Logged and dead-lettered under the best id known, so the sender can find it.
+        err.message_id = err.message_id or event_id
+        raise
+
+
+def _check_event_type(event_type: Any) -> None:
+    if event_type != MESSAGE_PUBLISHED:
+        raise BadMessage(f"the CloudEvent type is {event_type!r}, not {MESSAGE_PUBLISHED}")
+
+
+def _structured_event_data(event: dict[str, Any]) -> Any:
+    """The ``data`` of a structured CloudEvent: JSON as is, or ``data_base64`` decoded."""
+    if "data_base64" in event:
+        try:
+            return json.loads(base64.b64decode(str(event["data_base64"]), validate=True))
+        except (binascii.Error, ValueError, UnicodeDecodeError) as err:
+            raise BadMessage(f"the CloudEvent's data_base64 is not base64 JSON: {err}") from err
+    return event.get("data")
+
+
+def _push_message(envelope: Any, event_id: str) -> tuple[str, bytes]:
+    """(message id, else ``event_id``; the decoded data) of a push envelope."""
     if not isinstance(envelope, dict) or not isinstance(envelope.get("message"), dict):
         raise BadMessage("not a Pub/Sub push envelope: no `message` object")
     message = envelope["message"]
-    message_id = str(
-        message.get("messageId") or message.get("message_id") or headers.get("ce-id") or ""
-    )
+    message_id = str(message.get("messageId") or message.get("message_id") or event_id)
     try:
         data = base64.b64decode(str(message.get("data", "")), validate=True)
     except (binascii.Error, ValueError) as err:
-        raise BadMessage(f"message.data is not base64: {err}") from err
+        raise BadMessage(f"message.data is not base64: {err}", message_id) from err
     if not data.strip():
-        raise BadMessage("message.data is empty")
+        raise BadMessage("message.data is empty", message_id)
     return message_id, data
 
 
@@ -141,6 +205,9 @@ def _predict_body(data: bytes) -> bytes:
     return json.dumps({"instances": rows}).encode()
 
 
+# --- the route -------------------------------------------------------------------------------
+
+
 def install_pubsub(
     app: FastAPI,
     parser: PredictBodyParser,
@@ -151,54 +218,67 @@ def install_pubsub(
     """Add ``POST /pubsub`` (see the module docstring)."""
     results, dead = _topic(RESULT_TOPIC_ENV), _topic(DEAD_LETTER_TOPIC_ENV)
 
-    def handle(predictor: Any, body: bytes, headers: Any, request_id: str) -> Response:
-        message_id = request_id
-        data = b""
+    def reject(err: Exception, message_id: str, sent: bytes, request_id: str) -> Response:
+        """Acknowledge a message that can never score: log it, dead-letter it if configured."""
+        reason = _reason(err)
+        expected = isinstance(err, (BadMessage, BodyError, ValueError, TypeError, KeyError))
+        logger.log(
+            logging.WARNING if expected else logging.ERROR,
+            "pubsub message %s not scored (acknowledged): %s",
+            message_id,
+            reason,
+            exc_info=None if expected else err,  # a fault in the model code: its traceback
+            extra={"json_fields": {"requestId": request_id, "messageId": message_id}},
+        )
+        if dead is not None:
+            attributes = {"nb2prod_message_id": message_id, "nb2prod_error": reason[:1000]}
+            dead.publish(sent, attributes)
+        return Response(status_code=204)
+
+    def handle(
+        predictor: Any, body: bytes, headers: Mapping[str, str], request_id: str
+    ) -> Response:
+        message_id, data = request_id, b""
         try:
             try:
-                envelope = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as err:
-                raise BadMessage(f"the body is not JSON: {err}") from err
-            message_id, data = _message(envelope, headers)
-            message_id = message_id or request_id
-            rows = parser.parse_large(_predict_body(data))
-            predictions = predict_rows(app, predictor, rows, message_id)
-            count_predictions(len(rows))  # nb2prod_predictions_total, as /predict counts
-        except (BadMessage, BodyError, ValueError, TypeError, KeyError) as err:
-            reason = _reason(err)
+                message_id, data = read_message(body, headers)
+                message_id = message_id or request_id
+                rows = parser.parse_large(_predict_body(data))
+                predictions = predict_rows(app, predictor, rows, message_id)
+                count_predictions(len(rows))  # nb2prod_predictions_total, as /predict counts
+            except Exception as err:  # every redelivery would fail the same way
+                if isinstance(err, BadMessage) and err.message_id:
+                    message_id = err.message_id
+                return reject(err, message_id, data or body, request_id)
+            if results is not None:
+                result = {"predictions": predictions, "model_version": model_version}
+                results.publish(
+                    json.dumps(result).encode(),
+                    {"nb2prod_message_id": message_id, "model_version": model_version},
+                )
+        except PublishError as err:
+            # Not the message's fault: 503, so Pub/Sub delivers it again later.
             logger.warning(
-                "pubsub message %s not scored (acknowledged): %s",
+                "pubsub message %s not published, Pub/Sub will redeliver it: %s",
                 message_id,
-                reason,
+                err,
                 extra={"json_fields": {"requestId": request_id, "messageId": message_id}},
             )
-            if dead is not None:
-                attributes = {"nb2prod_message_id": message_id, "nb2prod_error": reason[:1000]}
-                dead.publish(data or body, attributes)
-            return Response(status_code=204)
-        if results is not None:
-            result = {"predictions": predictions, "model_version": model_version}
-            results.publish(
-                json.dumps(result).encode(),
-                {"nb2prod_message_id": message_id, "model_version": model_version},
-            )
+            return Response(status_code=503)
         return Response(status_code=204)
 
     @app.post("/pubsub", tags=["model"], status_code=204)
     async def pubsub(request: Request) -> Response:
-        """Pub/Sub push (and Eventarc): predict the rows in ``message.data``; the predictions go
-        to ``NB2PROD_RESULT_TOPIC``. A message that can't score is acknowledged and dead-lettered
-        (``NB2PROD_DEAD_LETTER_TOPIC``); 503 when a topic can't be reached (Pub/Sub retries)."""
+        """Pub/Sub push and Eventarc CloudEvents (binary or structured): predict the rows in
+        ``message.data``; the predictions go to ``NB2PROD_RESULT_TOPIC``. A message that can't
+        score is acknowledged and dead-lettered (``NB2PROD_DEAD_LETTER_TOPIC``); 503 while the
+        model loads or when a topic can't be reached (Pub/Sub retries)."""
         predictor = app.state.predictor
         if predictor is None:
             return Response(status_code=503)
         body = await request.body()
         request_id: str = request.scope["state"]["request_id"]
-        try:
-            return await run_in_threadpool(handle, predictor, body, request.headers, request_id)
-        except PublishError as err:
-            logger.warning("%s; Pub/Sub will redeliver the message", err)
-            return Response(status_code=503)
+        return await run_in_threadpool(handle, predictor, body, request.headers, request_id)
 
 
 def _reason(err: Exception) -> str:
