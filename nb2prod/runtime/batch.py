@@ -418,10 +418,15 @@ def main(argv: Sequence[str] | None = None, loaded: Callable[[], Predictor] | No
 
 
 def _task_shard() -> tuple[int, int] | None:
-    """(index, count) from Cloud Run Jobs' CLOUD_RUN_TASK_INDEX/COUNT; None for one task."""
+    """(index, count) of this task; None for one task.
+
+    Cloud Run Jobs set CLOUD_RUN_TASK_INDEX/COUNT. An Indexed Kubernetes Job sets only
+    JOB_COMPLETION_INDEX, so the manifest nb2prod writes passes the count as NB2PROD_TASK_COUNT.
+    """
+    env = os.environ
     try:
-        count = int(os.environ.get("CLOUD_RUN_TASK_COUNT", "1"))
-        index = int(os.environ.get("CLOUD_RUN_TASK_INDEX", "0"))
+        count = int(env.get("CLOUD_RUN_TASK_COUNT") or env.get("NB2PROD_TASK_COUNT") or "1")
+        index = int(env.get("CLOUD_RUN_TASK_INDEX") or env.get("JOB_COMPLETION_INDEX") or "0")
     except ValueError:
         return None
     return (index, count) if count > 1 and 0 <= index < count else None
