@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,12 @@ from service_server import Uvicorn
 CLIENTS = 32
 
 
-async def _send_all(url: str, bodies: list[list[dict[str, Any]]]) -> list[httpx.Response]:
-    """POST each body to /predict, 32 clients at once (one connection each), in order."""
-    responses: list[httpx.Response | None] = [None] * len(bodies)
+async def _send_all(
+    url: str, bodies: list[list[dict[str, Any]]], tolerate: bool = False
+) -> list[Any]:
+    """POST each body to /predict, 32 clients at once (one connection each), in order
+    (``tolerate``: a transport error is returned in the request's place)."""
+    responses: list[Any] = [None] * len(bodies)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(len(bodies)):
         queue.put_nowait(index)
@@ -39,11 +44,18 @@ async def _send_all(url: str, bodies: list[list[dict[str, Any]]]) -> list[httpx.
         async def worker() -> None:
             while not queue.empty():
                 index = queue.get_nowait()
-                responses[index] = await client.post("/predict", json={"instances": bodies[index]})
+                try:
+                    responses[index] = await client.post(
+                        "/predict", json={"instances": bodies[index]}
+                    )
+                except httpx.TransportError as err:
+                    if not tolerate:
+                        raise
+                    responses[index] = err
 
         await asyncio.gather(*(worker() for _ in range(CLIENTS)))
     assert all(r is not None for r in responses)
-    return [r for r in responses if r is not None]
+    return responses
 
 
 def send_all(url: str, bodies: list[list[dict[str, Any]]]) -> list[httpx.Response]:
@@ -116,17 +128,25 @@ PICKY = [
 ]
 
 
-def test_a_poisoned_request_fails_alone_and_the_others_in_its_batch_get_their_answers(
-    tmp_path: Path,
-) -> None:
-    notebook = write_notebook(tmp_path / "picky.ipynb", PICKY)
-    build = tmp_path / "build"
-    result = run_cli_process("build", notebook, "-o", build, "--no-docker", "-q", cwd=tmp_path)
+PICKY_RECIPE = "__out = [int(p) for p in model.predict(preprocess(__like(X)))]"
+
+
+@pytest.fixture(scope="module")
+def picky(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("picky")
+    notebook = write_notebook(folder / "picky.ipynb", PICKY)
+    build = folder / "build"
+    result = run_cli_process("build", notebook, "-o", build, "--no-docker", "-q", cwd=folder)
     assert result.returncode == 0, result.stderr
+    return notebook, build
+
+
+def test_a_poisoned_request_fails_alone_and_the_others_in_its_batch_get_their_answers(
+    picky: tuple[Path, Path],
+) -> None:
+    notebook, build = picky
     rows = reference.example_rows("iris_function", CLIENTS)
-    expected = reference.reference_predictions(
-        notebook, rows, "__out = [int(p) for p in model.predict(preprocess(__like(X)))]"
-    )
+    expected = reference.reference_predictions(notebook, rows, PICKY_RECIPE)
     poisoned = dict(rows[17], **{"sepal length (cm)": -1.0})
     bodies = [[row] for row in rows]
     bodies[17] = [poisoned]
@@ -145,6 +165,29 @@ def test_a_poisoned_request_fails_alone_and_the_others_in_its_batch_get_their_an
     log = server.log.read_text()
     sizes = [int(n) for n in re.findall(r"a batch of (\d+) requests failed", log)]
     assert sizes and max(sizes) > 1, log
+
+
+def test_sigterm_with_batches_in_flight_answers_every_accepted_request(
+    picky: tuple[Path, Path],
+) -> None:
+    notebook, build = picky
+    rows = reference.example_rows("iris_function", 96)
+    expected = reference.reference_predictions(notebook, rows, PICKY_RECIPE)
+    server = Uvicorn(build)
+    threading.Timer(0.3, server.process.send_signal, (signal.SIGTERM,)).start()
+    responses = asyncio.run(_send_all(server.url, [[row] for row in rows], tolerate=True))
+    # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM.
+    assert server.process.wait(timeout=20) in (0, -signal.SIGTERM)
+    assert "Finished server process" in server.log.read_text()
+    answered = [(i, r) for i, r in enumerate(responses) if isinstance(r, httpx.Response)]
+    # Requests in flight when SIGTERM came were answered (the batch finished); later ones
+    # were refused at the connection, never answered with an error status.
+    assert answered, "no request was answered before the shutdown"
+    assert all(r.status_code == 200 for _, r in answered), [r.status_code for _, r in answered]
+    assert_same_predictions(
+        [expected[i] for i, _ in answered], [r.json()["predictions"][0] for _, r in answered]
+    )
+    assert len(answered) < len(rows), "SIGTERM came after every request: nothing was tested"
 
 
 RANKED = [
