@@ -3,10 +3,11 @@
 A build directory is the contract between stages and between CI jobs: render
 writes the code and ``build.json``, training writes ``model/``, the image and
 push stages write ``.nb2prod/image.json`` and ``push.json``, deploy writes
-``.nb2prod/deploy.json``, ``service.yaml`` and ``k8s/``. Stages name those files
-only through :class:`BuildDir`, and read its records through it, so each file
-is spelled once and each question ("is the pushed image the current one?") is
-answered once. Records are written atomically: a reader never sees half a file.
+``.nb2prod/deploy.json``, ``service.yaml`` and ``k8s/`` (a Cloud Run Job: ``.nb2prod/job.json``
+and ``job.yaml``). Stages name those files only through :class:`BuildDir`, and read its
+records through it, so each file is spelled once and each question ("is the pushed image
+the current one?") is answered once. Records are written atomically: a reader never sees
+half a file.
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ class BuildDir:
         """``k8s/``: the Kubernetes manifests."""
         return self.root / "k8s"
 
+    @property
+    def job_yaml(self) -> Path:
+        """``job.yaml``: the Cloud Run Job that scores files, for ``gcloud run jobs replace``."""
+        return self.root / "job.yaml"
+
     # -- reading and writing records --------------------------------------------------
     def card(self) -> ModelCard:
         """The validated model card; ConfigError (with the fix) when absent or invalid."""
@@ -160,6 +166,10 @@ class BuildDir:
     def write_deployment(self, state: dict[str, Any]) -> None:
         """Record a deploy (target, service, revisions, previous traffic)."""
         write_json_atomically(self.record("deploy.json"), state)
+
+    def write_job_deployment(self, state: dict[str, Any]) -> None:
+        """Record a Cloud Run Job deploy (``.nb2prod/job.json``) and its last execution."""
+        write_json_atomically(self.record("job.json"), state)
 
     def write_smoke(self, report: dict[str, Any]) -> None:
         """Record the smoke test's checks."""

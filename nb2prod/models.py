@@ -287,6 +287,9 @@ class CloudRunOptions:
     dry_run: bool = False
     endpoint: str | None = None  # None: Google's; "http://127.0.0.1:PORT" for a local fake
     wait_seconds: float = 900.0
+    #: Print the gcloud commands that push this Pub/Sub topic's messages to POST /pubsub.
+    pubsub_topic: str | None = None
+    pubsub_dead_letter_topic: str | None = None  # the subscription's dead-letter topic
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,65 @@ class CloudRunDeployment:
     dry_run: bool = False
     request: str = ""  # dry run: the exact request, method and URL as a comment, body as YAML
     notes: tuple[str, ...] = ()
+    #: The gcloud commands that subscribe the service to ``pubsub_topic`` (push to /pubsub).
+    pubsub_commands: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchJobSpec:
+    """What a batch-scoring job runs: ``python -m nb2prod_runtime.batch`` over its share of the
+    input files, in a Cloud Run Job or an Indexed Kubernetes Job alike."""
+
+    input: str  # gs://BUCKET/PATH: a file, a folder or a glob (Kubernetes: or a path on --claim)
+    output: str  # gs://BUCKET/PATH/NAME.EXT; with N tasks, task i writes NAME-0000i-of-0000N.EXT
+    tasks: int = 1
+    parallelism: int = 0  # tasks running at once; 0: as many as the platform allows
+    max_retries: int = 3  # per task (Kubernetes: backoffLimitPerIndex)
+    task_timeout_seconds: int = 3600
+    input_format: str | None = None  # None: from each file's extension
+    keep: tuple[str, ...] = ()  # input columns copied beside the predictions (ids)
+    chunk_rows: int | None = None  # None: the batch runtime's default
+    rejects: str | None = None  # None: OUTPUT_STEM.rejects.csv beside each output
+
+
+@dataclass(frozen=True)
+class CloudRunJobOptions:
+    """Everything ``nb2prod deploy --target cloudrun-job`` can be asked to do."""
+
+    build_dir: Path
+    batch: BatchJobSpec | None = None  # from --input and --output (required) and batch flags
+    project: str | None = None  # None: as for CloudRunOptions
+    region: str | None = None
+    job: str | None = None  # None: the model card's name, fitted to Cloud Run's rules
+    cpu: str = "1"
+    #: A chunk of rows and the model, and Cloud Storage FUSE stages each written file in memory.
+    memory: str = "2Gi"
+    service_account: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    execute: bool = True  # run the job once it is created or updated, and wait for it
+    dry_run: bool = False
+    endpoint: str | None = None  # None: Google's; "http://127.0.0.1:PORT" for a local fake
+    wait_seconds: float | None = None  # None: as long as the tasks may take, retries included
+    poll_seconds: float = 2.0  # the first pause between looks at the execution; it grows
+
+
+@dataclass(frozen=True)
+class CloudRunJobDeployment:
+    """What ``deploy --target cloudrun-job`` did (or would do, on a dry run)."""
+
+    project: str
+    region: str
+    job: str
+    image: str
+    tasks: int
+    outputs: str  # where the predictions go, e.g. gs://b/scored-NNNNN-of-00004.csv
+    job_yaml: Path
+    dry_run: bool = False
+    request: str = ""  # dry run: the exact request(s), method and URL as comments
+    execution: str = ""  # the execution's resource name; "" when the job was not run
+    succeeded: int = 0  # tasks
+    log_uri: str = ""
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -342,6 +404,9 @@ class KubernetesOptions:
     kserve: bool = False
     apply: bool = False
     context: str | None = None  # kubeconfig context; None: the current one
+    #: --input/--output: also write k8s/job.yaml, an Indexed Job that scores files in batch.
+    batch: BatchJobSpec | None = None
+    claim: str | None = None  # a PersistentVolumeClaim mounted at /data, for non-gs:// paths
 
 
 @dataclass(frozen=True)

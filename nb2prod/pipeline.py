@@ -34,6 +34,8 @@ from .models import (
     BuildOptions,
     BuildResult,
     CloudRunDeployment,
+    CloudRunJobDeployment,
+    CloudRunJobOptions,
     CloudRunOptions,
     KubernetesManifests,
     KubernetesOptions,
@@ -396,6 +398,18 @@ def deploy_cloudrun(
     if registry and not options.dry_run and not BuildDir(options.build_dir).is_pushed():
         push_stage.push_image(options.build_dir, registry, progress)
     return cloudrun.deploy(options)
+
+
+def deploy_cloudrun_job(
+    options: CloudRunJobOptions, registry: str | None = None, progress: Progress | None = None
+) -> CloudRunJobDeployment:
+    """Push first when asked to, then create or update the batch job and run it."""
+    from .deploy import cloudrun
+    from .ship import push as push_stage
+
+    if registry and not options.dry_run and not BuildDir(options.build_dir).is_pushed():
+        push_stage.push_image(options.build_dir, registry, progress)
+    return cloudrun.deploy_job(options, progress)
 
 
 def deploy_kubernetes(

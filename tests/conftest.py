@@ -15,8 +15,9 @@ from helpers import PYTHON_KERNELSPEC, write_notebook
 
 #: Snapshots of rendered build contexts (with their own tests/ folder): data, not tests.
 collect_ignore = ["golden"]
-#: The Cloud Run tests' ``build_dir`` (built and pushed) and ``fake`` (the API) fixtures.
-pytest_plugins = ["fake_cloudrun"]
+#: The Cloud Run tests' ``build_dir`` (built and pushed), ``fake`` (the API) and ``jobs_fake``
+#: (the API with jobs) fixtures.
+pytest_plugins = ["fake_cloudrun", "fake_cloudrun_jobs"]
 
 MakeNotebook = Callable[..., Path]
 

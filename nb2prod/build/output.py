@@ -32,7 +32,7 @@ from ..models import NotebookSpec
 from ..ownership import is_alive, owner_token
 
 #: Files deploy writes into a build dir after the build; each starts with this header.
-_DEPLOY_OUTPUTS = ("service.yaml", "k8s/")
+_DEPLOY_OUTPUTS = ("service.yaml", "job.yaml", "k8s/")
 _DEPLOY_HEADER = b"# Written by nb2prod"
 _LISTED = 5  # how many offending files a message names
 #: In a staging holder: the owner token of the run that made it.

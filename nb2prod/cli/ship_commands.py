@@ -10,17 +10,15 @@ import click
 
 from .. import pipeline
 from ..errors import DriftDetected
-from ..models import CloudRunDeployment, CloudRunOptions, KubernetesOptions, TrafficOptions
-from .deploy_options import (
-    DEPLOY_TARGETS,
-    DeployCommand,
-    TargetOption,
-    both,
-    cloudrun_only,
-    env_pairs,
-    given_for,
-    kubernetes_only,
+from ..models import (
+    CloudRunDeployment,
+    CloudRunJobDeployment,
+    CloudRunJobOptions,
+    KubernetesManifests,
+    KubernetesOptions,
+    TrafficOptions,
 )
+from .deploy_options import DEPLOY_TARGETS, DeployCommand, deploy_options, options_for
 from .group import BUILD_DIR, EXIT_CODE_HELP, cli, say
 
 
@@ -49,144 +47,34 @@ def push(directory: Path, registry: str) -> None:
     type=click.Choice(list(DEPLOY_TARGETS)),
     default="cloudrun",
     show_default=True,
-    help="Where to deploy. Each option below says which target it belongs to.",
+    help="Where to deploy. Each section below says which targets its options belong to.",
 )
 @click.option("--registry", help="Push here first if the current image isn't pushed yet.")
-@click.option(
-    "--service",
-    cls=TargetOption,
-    fields=both("service", "name"),
-    help="Service name. Default: the notebook's name.",
-)
-@click.option("--cpu", cls=TargetOption, fields=both("cpu"), help="CPU limit.")
-@click.option("--memory", cls=TargetOption, fields=both("memory"), help="Memory limit.")
-@click.option(
-    "--min-instances",
-    type=int,
-    cls=TargetOption,
-    fields=both("min_instances", "min_replicas"),
-    help="Fewest instances (replicas).",
-)
-@click.option(
-    "--max-instances",
-    type=int,
-    cls=TargetOption,
-    fields=both("max_instances", "max_replicas"),
-    help="Most instances (replicas).",
-)
-@click.option(
-    "--env",
-    multiple=True,
-    metavar="NAME=VALUE",
-    callback=env_pairs,
-    cls=TargetOption,
-    fields=both("env"),
-    help="Environment variable. Repeatable.",
-)
-@click.option(
-    "--drift-webhook",
-    cls=TargetOption,
-    fields=both("drift_webhook"),
-    help="URL for drift events (NB2PROD_DRIFT_WEBHOOK).",
-)
-@click.option(
-    "--project",
-    cls=TargetOption,
-    fields=cloudrun_only("project"),
-    help="GCP project. Default: GOOGLE_CLOUD_PROJECT, then gcloud config.",
-)
-@click.option(
-    "--region",
-    cls=TargetOption,
-    fields=cloudrun_only("region"),
-    help="Cloud Run region. Default: CLOUDSDK_RUN_REGION, then gcloud config.",
-)
-@click.option(
-    "--canary",
-    type=click.IntRange(1, 99),
-    metavar="PERCENT",
-    cls=TargetOption,
-    fields=cloudrun_only("canary"),
-    help="Send PERCENT of traffic to the new revision, tagged canary.",
-)
-@click.option(
-    "--concurrency",
-    type=int,
-    cls=TargetOption,
-    fields=cloudrun_only("concurrency"),
-    help="Requests per instance.",
-)
-@click.option(
-    "--timeout",
-    "timeout_seconds",
-    type=int,
-    metavar="SECONDS",
-    cls=TargetOption,
-    fields=cloudrun_only("timeout_seconds"),
-    help="Request timeout.",
-)
-@click.option(
-    "--service-account",
-    cls=TargetOption,
-    fields=cloudrun_only("service_account"),
-    help="Service account the revision runs as.",
-)
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    cls=TargetOption,
-    fields=cloudrun_only("dry_run"),
-    help="Print the request and write service.yaml only.",
-)
-@click.option(
-    "--endpoint",
-    hidden=True,
-    cls=TargetOption,
-    fields=cloudrun_only("endpoint"),
-    help="Cloud Run API endpoint (tests).",
-)
-@click.option(
-    "--namespace", cls=TargetOption, fields=kubernetes_only("namespace"), help="Namespace."
-)
-@click.option(
-    "--apply",
-    is_flag=True,
-    cls=TargetOption,
-    fields=kubernetes_only("apply"),
-    help="Apply to the current kubeconfig context.",
-)
-@click.option(
-    "--kserve",
-    is_flag=True,
-    cls=TargetOption,
-    fields=kubernetes_only("kserve"),
-    help="Also write a KServe InferenceService.",
-)
+@deploy_options
 @click.pass_context
 def deploy(
     ctx: click.Context, directory: Path, target: str, registry: str | None, **_: Any
 ) -> None:
-    """Deploy a built DIRECTORY to Cloud Run (default) or write Kubernetes manifests.
+    """Deploy a built DIRECTORY to Cloud Run (default), as a Cloud Run Job, or to Kubernetes.
 
     \b
     Cloud Run: creates or updates the service through the Admin API v2 with
     Application Default Credentials, by image digest, and writes
     DIRECTORY/service.yaml (for `gcloud run services replace`).
-    Kubernetes: writes DIRECTORY/k8s/ (Deployment, Service, HPA, PDB).
-    An option of the other target is refused (exit 2).
+    Cloud Run Job: scores --input gs://... into --output gs://... with
+    --tasks tasks (buckets mounted as volumes); creates or updates the job,
+    runs it and waits, and writes DIRECTORY/job.yaml (`gcloud run jobs replace`).
+    Kubernetes: writes DIRECTORY/k8s/ (Deployment, Service, HPA, PDB; with
+    --input, job.yaml: an Indexed Job that scores files).
+    An option of another target is refused (exit 2).
     """
-    given = given_for(ctx, target)
-    if target == "kubernetes":
-        k8s = KubernetesOptions(build_dir=directory, **given)
-        manifests = pipeline.deploy_kubernetes(k8s, registry, progress=say)
-        for note in manifests.notes:
-            say(f"note: {note}")
-        click.echo(f"wrote {manifests.directory}")
-        for applied in manifests.applied:
-            click.echo(f"applied {applied}")
-        return
-    options = CloudRunOptions(build_dir=directory, **given)
-    _print_deployment(pipeline.deploy_cloudrun(options, registry, progress=say))
+    options = options_for(ctx, target, directory)
+    if isinstance(options, KubernetesOptions):
+        _print_manifests(options, pipeline.deploy_kubernetes(options, registry, progress=say))
+    elif isinstance(options, CloudRunJobOptions):
+        _print_job(pipeline.deploy_cloudrun_job(options, registry, progress=say))
+    else:
+        _print_deployment(pipeline.deploy_cloudrun(options, registry, progress=say))
 
 
 @cli.command()
@@ -249,3 +137,43 @@ def _print_deployment(deployment: CloudRunDeployment) -> None:
     if deployment.url:
         click.echo(f"url: {deployment.url}")
     click.echo(f"wrote {deployment.service_yaml}")
+    if deployment.pubsub_commands:
+        click.echo("To push the topic's messages to POST /pubsub, run:")
+        for command in deployment.pubsub_commands:
+            click.echo(f"  {command}")
+
+
+def _print_job(deployment: CloudRunJobDeployment) -> None:
+    if deployment.dry_run:
+        click.echo(deployment.request)
+    for note in deployment.notes:
+        say(f"note: {note}")
+    verb = "would deploy" if deployment.dry_run else "deployed"
+    click.echo(
+        f"{verb} job {deployment.job} in {deployment.project}/{deployment.region}: "
+        f"{deployment.image}; {deployment.tasks} task(s)"
+    )
+    if deployment.execution:
+        name = deployment.execution.rsplit("/", 1)[-1]
+        click.echo(f"execution {name}: {deployment.succeeded}/{deployment.tasks} tasks succeeded")
+        click.echo(f"outputs: {deployment.outputs}")
+    elif not deployment.dry_run:
+        click.echo(
+            f"run it: gcloud run jobs execute {deployment.job} --region {deployment.region} --wait"
+        )
+    if deployment.log_uri:
+        click.echo(f"logs: {deployment.log_uri}")
+    click.echo(f"wrote {deployment.job_yaml}")
+
+
+def _print_manifests(options: KubernetesOptions, manifests: KubernetesManifests) -> None:
+    for note in manifests.notes:
+        say(f"note: {note}")
+    click.echo(f"wrote {manifests.directory}")
+    if options.batch is not None:
+        job = manifests.directory / "job.yaml"
+        click.echo(
+            f"batch job: {job} ({options.batch.tasks} indexed pod(s)); kubectl apply -f {job}"
+        )
+    for applied in manifests.applied:
+        click.echo(f"applied {applied}")

@@ -24,18 +24,48 @@ from helpers import run_cli
 
 WHERE = ("--project", PROJECT, "--region", REGION)
 
-#: The options docs/deploy.md lists for one target only, with a value to pass.
-CLOUDRUN_ONLY = [
-    ("--project", PROJECT),
-    ("--region", REGION),
-    ("--canary", "10"),
-    ("--concurrency", "5"),
-    ("--timeout", "60"),
-    ("--service-account", "sa@demo-project.iam.gserviceaccount.com"),
-    ("--dry-run", None),
-    ("--endpoint", "http://127.0.0.1:9"),
+#: Each target-bound option, a value to pass, and the targets it belongs to.
+GOOGLE = ("cloudrun", "cloudrun-job")
+JOBS = ("cloudrun-job", "kubernetes")
+SERVICES = ("cloudrun", "kubernetes")
+TARGET_OPTIONS = [
+    ("--project", PROJECT, GOOGLE),
+    ("--region", REGION, GOOGLE),
+    ("--service-account", "sa@demo-project.iam.gserviceaccount.com", GOOGLE),
+    ("--dry-run", None, GOOGLE),
+    ("--endpoint", "http://127.0.0.1:9", GOOGLE),
+    ("--service", "iris-api", SERVICES),
+    ("--min-instances", "1", SERVICES),
+    ("--max-instances", "3", SERVICES),
+    ("--drift-webhook", "https://hooks.example.com/drift", SERVICES),
+    ("--input", "gs://nb2prod-in/rows/", JOBS),
+    ("--output", "gs://nb2prod-out/scored.csv", JOBS),
+    ("--tasks", "4", JOBS),
+    ("--parallelism", "2", JOBS),
+    ("--max-retries", "1", JOBS),
+    ("--task-timeout", "600", JOBS),
+    ("--format", "csv", JOBS),
+    ("--keep", "id", JOBS),
+    ("--chunk-rows", "100", JOBS),
+    ("--rejects", "gs://nb2prod-out/rejects.csv", JOBS),
+    ("--canary", "10", ("cloudrun",)),
+    ("--concurrency", "5", ("cloudrun",)),
+    ("--timeout", "60", ("cloudrun",)),
+    ("--pubsub-topic", "churn-events", ("cloudrun",)),
+    ("--pubsub-dead-letter-topic", "churn-dead", ("cloudrun",)),
+    ("--job", "nightly", ("cloudrun-job",)),
+    ("--no-execute", None, ("cloudrun-job",)),
+    ("--namespace", "ml", ("kubernetes",)),
+    ("--apply", None, ("kubernetes",)),
+    ("--kserve", None, ("kubernetes",)),
+    ("--claim", "scoring-data", ("kubernetes",)),
 ]
-KUBERNETES_ONLY = [("--namespace", "ml"), ("--apply", None), ("--kserve", None)]
+FOREIGN = [
+    (name, value, owners, target)
+    for name, value, owners in TARGET_OPTIONS
+    for target in ("cloudrun", "cloudrun-job", "kubernetes")
+    if target not in owners
+]
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -48,47 +78,43 @@ def flag(name: str, value: str | None) -> list[str]:
     return [name] if value is None else [name, value]
 
 
-# -- an option of the other target is a usage error ---------------------------------------
+# -- an option of another target is a usage error ---------------------------------------
 
 
-@pytest.mark.parametrize(("name", "value"), CLOUDRUN_ONLY)
-def test_cloud_run_options_are_refused_for_kubernetes(
-    build_dir: Path, capsys: pytest.CaptureFixture[str], name: str, value: str | None
-) -> None:
-    code, out, err = run(
-        capsys, "deploy", str(build_dir), "--target", "kubernetes", *flag(name, value)
-    )
-    assert code == 2
-    assert f"Error: {name} applies to --target cloudrun only" in err
-    assert out == ""
-    assert not (build_dir / "k8s").exists()
-
-
-@pytest.mark.parametrize("target", [None, "cloudrun"])  # cloudrun is the default target
-@pytest.mark.parametrize(("name", "value"), KUBERNETES_ONLY)
-def test_kubernetes_options_are_refused_for_cloud_run(
+@pytest.mark.parametrize(("name", "value", "owners", "target"), FOREIGN)
+def test_an_option_of_another_target_is_refused(
     build_dir: Path,
     fake: Any,
     capsys: pytest.CaptureFixture[str],
-    target: str | None,
     name: str,
     value: str | None,
+    owners: tuple[str, ...],
+    target: str,
+) -> None:
+    where = [*WHERE, "--endpoint", fake.endpoint] if target in GOOGLE else []
+    code, out, err = run(
+        capsys, "deploy", str(build_dir), "--target", target, *where, *flag(name, value)
+    )
+    assert code == 2
+    only = " or ".join(f"--target {owner}" for owner in owners)
+    assert f"Error: {name} applies to {only} only" in err
+    assert out == ""
+    assert fake.requests == []
+    for written in ("service.yaml", "job.yaml", "k8s"):
+        assert not (build_dir / written).exists()
+
+
+@pytest.mark.parametrize("target", [None, "cloudrun"])  # cloudrun is the default target
+def test_kubernetes_options_are_refused_for_cloud_run_by_default(
+    build_dir: Path, fake: Any, capsys: pytest.CaptureFixture[str], target: str | None
 ) -> None:
     chosen = ["--target", target] if target else []
     code, _, err = run(
-        capsys,
-        "deploy",
-        str(build_dir),
-        *chosen,
-        *WHERE,
-        "--endpoint",
-        fake.endpoint,
-        *flag(name, value),
+        capsys, "deploy", str(build_dir), *chosen, *WHERE, "--endpoint", fake.endpoint, "--kserve"
     )
     assert code == 2
-    assert f"Error: {name} applies to --target kubernetes only" in err
+    assert "Error: --kserve applies to --target kubernetes only" in err
     assert fake.requests == []
-    assert not (build_dir / "service.yaml").exists()
 
 
 def test_every_foreign_option_is_named(build_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -240,21 +266,51 @@ def test_kubernetes_defaults_are_kubernetes(
     assert container["resources"]["limits"]["memory"] != "512Mi"  # not Cloud Run's default
 
 
-def test_help_shows_each_targets_options_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+#: deploy --help's sections, by the targets their options belong to.
+HELP_SECTIONS = {
+    ("cloudrun", "cloudrun-job", "kubernetes"): "Options (every target):",
+    SERVICES: "Services (--target cloudrun or kubernetes):",
+    GOOGLE: "Google Cloud (--target cloudrun or cloudrun-job):",
+    JOBS: "Batch scoring jobs (--target cloudrun-job, or kubernetes with --input):",
+    ("cloudrun",): "Cloud Run only (--target cloudrun):",
+    ("cloudrun-job",): "Cloud Run Job only (--target cloudrun-job):",
+    ("kubernetes",): "Kubernetes only (--target kubernetes):",
+}
+
+
+def help_sections(text: str) -> dict[str, tuple[list[str], str]]:
+    """deploy --help by section title: the options each lists, and its text on one line."""
+    sections: dict[str, tuple[list[str], str]] = {}
+    titles = list(HELP_SECTIONS.values())
+    positions = sorted((text.index(title), title) for title in titles)
+    for (start, title), (end, _) in zip(positions, [*positions[1:], (len(text), "")], strict=True):
+        body = text[start + len(title) : end]
+        names = [line.split()[0] for line in body.splitlines() if line.startswith("  -")]
+        sections[title] = ([n.rstrip(",") for n in names], " ".join(body.split()))
+    return sections
+
+
+def test_help_lists_each_option_under_the_targets_it_belongs_to(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     code, out, _ = run(capsys, "deploy", "--help")
     assert code == 0
-    both, _, rest = out.partition("Cloud Run only (--target cloudrun):")
-    cloudrun, _, kubernetes = rest.partition("Kubernetes only (--target kubernetes):")
-    for name in ("--service", "--registry", "--cpu", "--memory", "--env", "--drift-webhook"):
-        assert name in both
-    for name, _value in CLOUDRUN_ONLY[:-1]:  # --endpoint is hidden
-        assert name in cloudrun and name not in both + kubernetes
-    for name, _value in KUBERNETES_ONLY:
-        assert name in kubernetes and name not in both + cloudrun
-    flat = " ".join(both.split())
-    assert "Default: 512Mi (cloudrun), 1Gi (kubernetes)" in flat
-    assert "Default: 0 (cloudrun), 2 (kubernetes)" in flat
-    assert "Default: 80." in " ".join(cloudrun.split())
+    sections = help_sections(out)
+    every, every_text = sections["Options (every target):"]
+    for name in ("--target", "--registry", "--cpu", "--memory", "--env"):
+        assert name in every
+    for name, _value, owners in TARGET_OPTIONS:
+        listed_in = [title for title, (names, _) in sections.items() if name in names]
+        if name == "--endpoint":
+            assert listed_in == []  # hidden
+        else:
+            assert listed_in == [HELP_SECTIONS[owners]], name
+    assert "Default: 512Mi (cloudrun), 2Gi (cloudrun-job), 1Gi (kubernetes)" in every_text
+    assert "Default: 0 (cloudrun), 2 (kubernetes)" in sections[HELP_SECTIONS[SERVICES]][1]
+    assert "Default: 80." in sections[HELP_SECTIONS[("cloudrun",)]][1]
+    batch_text = sections[HELP_SECTIONS[JOBS]][1]
+    assert "file. Default: 1." in batch_text  # --tasks: the same default for both targets
+    assert "Default: 3600." in batch_text
 
 
 # -- the extras ---------------------------------------------------------------------------

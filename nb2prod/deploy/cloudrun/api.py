@@ -1,4 +1,4 @@
-"""Talking to the Cloud Run Admin API v2: the client, the calls, waiting, and what errors mean.
+"""Talking to the Cloud Run Admin API v2: the clients, the calls, waiting, what errors mean.
 
 Every failure the API or the transport reports becomes a DeployError that names
 what to do: log in, grant a role, enable the API, or check the project and region.
@@ -19,7 +19,7 @@ from google.cloud import run_v2
 from google.protobuf import field_mask_pb2
 
 from ...errors import DeployError
-from .settings import ServiceLocation
+from .settings import JobLocation, ServiceLocation
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 ADC_HINT = (
@@ -31,6 +31,8 @@ _ROLES = {
     "run.services.setiampolicy": "roles/run.admin",
 }
 _TRANSPORT_ERRORS = (auth_exceptions.GoogleAuthError, requests.RequestException)
+_SUCCEEDED = run_v2.Condition.State.CONDITION_SUCCEEDED
+_UNSPECIFIED = run_v2.Condition.State.STATE_UNSPECIFIED
 
 
 def make_client(
@@ -41,19 +43,34 @@ def make_client(
     A plain-HTTP endpoint (a local fake) gets anonymous credentials. Raises
     DeployError when no credentials are found.
     """
-    if credentials is None:
-        if endpoint and endpoint.startswith("http://"):
-            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-        else:
-            try:
-                credentials, _ = google.auth.default(scopes=list(SCOPES))
-            except auth_exceptions.DefaultCredentialsError as err:
-                raise DeployError("no Google Cloud credentials found", hint=ADC_HINT) from err
     return run_v2.ServicesClient(
-        credentials=credentials,
+        credentials=credentials or _credentials(endpoint),
         transport="rest",
         client_options=ClientOptions(api_endpoint=endpoint),
     )
+
+
+def make_job_clients(
+    endpoint: str | None = None, credentials: Credentials | None = None
+) -> tuple[run_v2.JobsClient, run_v2.ExecutionsClient]:
+    """REST clients for jobs and their executions, found as :func:`make_client` finds its own."""
+    credentials = credentials or _credentials(endpoint)
+    options = ClientOptions(api_endpoint=endpoint)
+    return (
+        run_v2.JobsClient(credentials=credentials, transport="rest", client_options=options),
+        run_v2.ExecutionsClient(credentials=credentials, transport="rest", client_options=options),
+    )
+
+
+def _credentials(endpoint: str | None) -> Credentials:
+    """Anonymous for a plain-HTTP endpoint (a local fake), else Application Default Credentials."""
+    if endpoint and endpoint.startswith("http://"):
+        return AnonymousCredentials()  # type: ignore[no-untyped-call]
+    try:
+        credentials, _ = google.auth.default(scopes=list(SCOPES))
+    except auth_exceptions.DefaultCredentialsError as err:
+        raise DeployError("no Google Cloud credentials found", hint=ADC_HINT) from err
+    return credentials
 
 
 def get_service(client: run_v2.ServicesClient, location: ServiceLocation) -> run_v2.Service | None:
@@ -110,7 +127,50 @@ def send(
     return result
 
 
-def api_error(err: Exception, location: ServiceLocation) -> DeployError:
+def send_job(
+    client: run_v2.JobsClient, job: run_v2.Job, location: JobLocation, wait_seconds: float
+) -> run_v2.Job:
+    """Create or update the job (``allow_missing``), wait for it, and insist it became ready."""
+    request = run_v2.UpdateJobRequest(job=job, allow_missing=True)
+    try:
+        operation = client.update_job(request=request)
+        result: run_v2.Job = operation.result(timeout=wait_seconds)  # type: ignore[no-untyped-call]
+    except futures.TimeoutError as err:
+        raise DeployError(
+            f"{location.what}: the operation was not done after {wait_seconds:.0f} s",
+            hint=f"Watch it: gcloud run jobs describe {location.job} --region {location.region}",
+        ) from err
+    except (api_exceptions.GoogleAPICallError, *_TRANSPORT_ERRORS) as err:
+        raise api_error(err, location) from err
+    condition = result.terminal_condition
+    if condition.state not in (_SUCCEEDED, _UNSPECIFIED):
+        raise DeployError(f"{location.what} was not accepted: {condition.message}")
+    return result
+
+
+def run_job(client: run_v2.JobsClient, location: JobLocation) -> str:
+    """Start an execution of the job; its resource name."""
+    try:
+        operation = client.run_job(request=run_v2.RunJobRequest(name=location.name))
+    except (api_exceptions.GoogleAPICallError, *_TRANSPORT_ERRORS) as err:
+        raise api_error(err, location) from err
+    execution: run_v2.Execution = operation.metadata
+    if not execution or not execution.name:
+        raise DeployError(f"Cloud Run started {location.what} without naming its execution")
+    return str(execution.name)
+
+
+def get_execution(
+    client: run_v2.ExecutionsClient, name: str, location: JobLocation
+) -> run_v2.Execution:
+    """The execution as Cloud Run has it now."""
+    try:
+        return client.get_execution(name=name)
+    except (api_exceptions.GoogleAPICallError, *_TRANSPORT_ERRORS) as err:
+        raise api_error(err, location) from err
+
+
+def api_error(err: Exception, location: ServiceLocation | JobLocation) -> DeployError:
     """A DeployError that names the missing permission, project or region."""
     if isinstance(err, auth_exceptions.DefaultCredentialsError | auth_exceptions.RefreshError):
         return DeployError(f"Google Cloud credentials are not usable: {err}", hint=ADC_HINT)
@@ -127,11 +187,11 @@ def api_error(err: Exception, location: ServiceLocation) -> DeployError:
             f"project {location.project!r} or region {location.region!r} was not found: {message}",
             hint="Check --project and --region; `gcloud run regions list` shows the regions.",
         )
-    return DeployError(f"Cloud Run rejected the request for {location.service}: {message}")
+    return DeployError(f"Cloud Run rejected the request for {location.what}: {message}")
 
 
 def _denied(
-    err: api_exceptions.GoogleAPICallError, message: str, location: ServiceLocation
+    err: api_exceptions.GoogleAPICallError, message: str, location: ServiceLocation | JobLocation
 ) -> DeployError:
     """A 403: either the API is off in the project, or a permission is missing."""
     if err.reason == "SERVICE_DISABLED" or "has not been used" in message:

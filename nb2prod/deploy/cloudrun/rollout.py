@@ -17,6 +17,7 @@ from ...errors import ConfigError
 from ...models import CloudRunDeployment, CloudRunOptions, TrafficSplit
 from ...runtime.card import ModelCard
 from . import api
+from .pubsub import check_topics, subscription_commands, subscription_notes
 from .service import build_service, knative_service, render_request, write_service_yaml
 from .settings import (
     CANARY_TAG,
@@ -40,11 +41,12 @@ def deploy(options: CloudRunOptions) -> CloudRunDeployment:
     """
     build_dir = Path(options.build_dir)
     check_options(options)
+    check_topics(options)
     card = BuildDir(build_dir).card()
     location = resolve_location(options.project, options.region, options.service, card.name)
     if options.canary is not None:
         check_canary_name(location)
-    image, notes = _deployable_image(build_dir, card, options.dry_run)
+    image, notes = deployable_image(build_dir, card, options.dry_run)
     revision = build_service(options, location, image, card).template.revision
     client = None if options.dry_run else api.make_client(options.endpoint)
     current = api.get_service(client, location) if client else None
@@ -66,10 +68,23 @@ def deploy(options: CloudRunOptions) -> CloudRunDeployment:
         notes=notes + traffic_notes,
     )
     if client is None:
-        return replace(result, request=render_request(service, options.endpoint))
+        return _subscribe(
+            options, location, replace(result, request=render_request(service, options.endpoint))
+        )
     deployed = api.send(client, service, location, options.wait_seconds, allow_missing=True)
     write_state(build_dir, _state(options, location, result, baseline, deployed.uri))
-    return replace(result, url=deployed.uri)
+    return _subscribe(options, location, replace(result, url=deployed.uri))
+
+
+def _subscribe(
+    options: CloudRunOptions, location: ServiceLocation, result: CloudRunDeployment
+) -> CloudRunDeployment:
+    """With --pubsub-topic: the commands that push the topic to the service, and their notes."""
+    if options.pubsub_topic is None:
+        return result
+    commands = subscription_commands(options, location, result.url or None)
+    notes = result.notes + subscription_notes(options)
+    return replace(result, pubsub_commands=commands, notes=notes)
 
 
 def _traffic(
@@ -111,7 +126,7 @@ def _state(
     }
 
 
-def _deployable_image(
+def deployable_image(
     build_dir: Path, card: ModelCard, dry_run: bool
 ) -> tuple[str, tuple[str, ...]]:
     """The pushed image by digest; a placeholder with a note on a dry run before a push."""

@@ -1,4 +1,4 @@
-"""Where a Cloud Run service goes and whether its settings are usable, before any API call.
+"""Where a Cloud Run service or job goes, and whether its settings are usable, before any call.
 
 Project and region come from the options, then the environment, then gcloud's own
 configuration file (read as INI, never by running gcloud). Nothing here needs the
@@ -14,15 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import ConfigError
-from ...models import CloudRunOptions
+from ...models import CloudRunJobOptions, CloudRunOptions
 from ...naming import dns_label
 
 CANARY_TAG = "canary"
-_RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"})
+_RESERVED_ENV = frozenset(
+    {"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"}
+    | {"CLOUD_RUN_JOB", "CLOUD_RUN_EXECUTION", "CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT"}
+    | {"CLOUD_RUN_TASK_ATTEMPT"}
+)
 _SERVICE_ID = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _MAX_SERVICE_ID = 49  # the API's limit
 _DEFAULT_SERVICE_ID = 40  # leaves room for the "canary" tag: tag + service <= 46
 _MAX_TAGGED = 46
+#: Execution and task names add suffixes to the job's id; 49 leaves them room, as for services.
+_MAX_JOB_ID = 49
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,35 @@ class ServiceLocation:
     def name(self) -> str:
         """The service's resource name."""
         return f"{self.parent}/services/{self.service}"
+
+    @property
+    def what(self) -> str:
+        """How messages name the resource."""
+        return f"service {self.service}"
+
+
+@dataclass(frozen=True)
+class JobLocation:
+    """Where a Cloud Run Job lives: project, region and job id."""
+
+    project: str
+    region: str
+    job: str
+
+    @property
+    def parent(self) -> str:
+        """``projects/P/locations/R``."""
+        return f"projects/{self.project}/locations/{self.region}"
+
+    @property
+    def name(self) -> str:
+        """The job's resource name."""
+        return f"{self.parent}/jobs/{self.job}"
+
+    @property
+    def what(self) -> str:
+        """How messages name the resource."""
+        return f"job {self.job}"
 
 
 def gcloud_config(environ: dict[str, str] | None = None) -> configparser.ConfigParser:
@@ -63,6 +98,35 @@ def resolve_location(
     project: str | None, region: str | None, service: str | None, model_name: str
 ) -> ServiceLocation:
     """Project, region and service id from the arguments, the environment, then gcloud."""
+    project, region = _project_and_region(project, region)
+    if service is None:
+        service = service_id_for(model_name)
+    elif len(service) > _MAX_SERVICE_ID or not _SERVICE_ID.fullmatch(service):
+        raise ConfigError(
+            f"--service {service!r} is not a Cloud Run service name",
+            hint="Use lowercase letters, digits and '-', start with a letter, at most 49 chars.",
+        )
+    return ServiceLocation(project, region, service)
+
+
+def resolve_job_location(
+    project: str | None, region: str | None, job: str | None, model_name: str
+) -> JobLocation:
+    """Project, region and job id, found as :func:`resolve_location` finds them."""
+    project, region = _project_and_region(project, region)
+    if job is None:
+        job = service_id_for(model_name)
+    elif len(job) > _MAX_JOB_ID or not _SERVICE_ID.fullmatch(job):
+        raise ConfigError(
+            f"--job {job!r} is not a Cloud Run job name",
+            hint=f"Use lowercase letters, digits and '-', start with a letter, at most "
+            f"{_MAX_JOB_ID} chars.",
+        )
+    return JobLocation(project, region, job)
+
+
+def _project_and_region(project: str | None, region: str | None) -> tuple[str, str]:
+    """From the arguments, then the environment, then gcloud's configuration."""
     config: configparser.ConfigParser | None = None
 
     def from_gcloud(section: str, key: str) -> str | None:
@@ -87,14 +151,7 @@ def resolve_location(
             "no Cloud Run region given",
             hint="Pass --region, set CLOUDSDK_RUN_REGION, or run: gcloud config set run/region R",
         )
-    if service is None:
-        service = service_id_for(model_name)
-    elif len(service) > _MAX_SERVICE_ID or not _SERVICE_ID.fullmatch(service):
-        raise ConfigError(
-            f"--service {service!r} is not a Cloud Run service name",
-            hint="Use lowercase letters, digits and '-', start with a letter, at most 49 chars.",
-        )
-    return ServiceLocation(project, region, service)
+    return project, region
 
 
 def service_id_for(name: str) -> str:
@@ -104,27 +161,40 @@ def service_id_for(name: str) -> str:
 
 def check_options(options: CloudRunOptions) -> None:
     """Refuse settings Cloud Run would reject, all problems in one ConfigError."""
-    problems = []
+    problems = _container_problems(options.cpu, options.memory, options.env)
     if not 1 <= options.concurrency <= 1000:
         problems.append("--concurrency must be between 1 and 1000")
     cpu = _cpu_value(options.cpu)
-    if cpu is None:
-        problems.append(f"--cpu {options.cpu!r} is not a CPU amount (e.g. 1, 2, 0.5, 500m)")
-    elif cpu < 1 and options.concurrency > 1:
+    if cpu is not None and cpu < 1 and options.concurrency > 1:
         problems.append("Cloud Run needs --concurrency 1 with less than one CPU")
-    if not re.fullmatch(r"\d+(Mi|Gi|M|G)", options.memory):
-        problems.append(f"--memory {options.memory!r} is not a memory amount (e.g. 512Mi, 2Gi)")
     if not 0 <= options.min_instances <= options.max_instances or options.max_instances < 1:
         problems.append("need 0 <= --min-instances <= --max-instances and --max-instances >= 1")
     if not 1 <= options.timeout_seconds <= 3600:
         problems.append("--timeout must be between 1 and 3600 seconds")
     if options.canary is not None and not 1 <= options.canary <= 99:
         problems.append("--canary must be a percentage between 1 and 99")
-    for name in options.env:
-        if name in _RESERVED_ENV or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            problems.append(f"--env {name}: not a name Cloud Run accepts (reserved or invalid)")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def check_job_options(options: CloudRunJobOptions) -> None:
+    """Refuse job settings Cloud Run would reject, all problems in one ConfigError."""
+    problems = _container_problems(options.cpu, options.memory, options.env)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _container_problems(cpu: str, memory: str, env: dict[str, str]) -> list[str]:
+    """What Cloud Run would refuse in a container's CPU, memory and environment."""
+    problems = []
+    if _cpu_value(cpu) is None:
+        problems.append(f"--cpu {cpu!r} is not a CPU amount (e.g. 1, 2, 0.5, 500m)")
+    if not re.fullmatch(r"\d+(Mi|Gi|M|G)", memory):
+        problems.append(f"--memory {memory!r} is not a memory amount (e.g. 512Mi, 2Gi)")
+    for name in env:
+        if name in _RESERVED_ENV or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            problems.append(f"--env {name}: not a name Cloud Run accepts (reserved or invalid)")
+    return problems
 
 
 def check_canary_name(location: ServiceLocation) -> None:
