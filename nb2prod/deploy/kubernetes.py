@@ -4,8 +4,9 @@ The Deployment honours the same container contract as Cloud Run (PORT 8080,
 ``/readyz`` and ``/healthz``) under the restricted Pod Security Standard, with a
 Service, a CPU-based HPA and a PodDisruptionBudget beside it. ``--kserve`` adds a
 KServe ``InferenceService`` (custom predictor) in ``k8s/kserve/``, kept apart so
-``kubectl apply -f k8s/`` does not run the model twice. ``--apply`` server-side
-applies the manifests with the official client against the current kubeconfig.
+``kubectl apply -f k8s/`` does not run the model twice. ``--input``/``--output`` add
+``k8s/job.yaml``, an Indexed Job that scores files in batch (kubernetes_job). ``--apply``
+server-side applies the manifests with the official client against the current kubeconfig.
 Needs the ``kubernetes`` extra; without it, importing this module raises
 MissingExtraError, which names the extra to install.
 """
@@ -24,6 +25,7 @@ from ..errors import ConfigError, DeployError, MissingExtraError
 from ..models import KubernetesManifests, KubernetesOptions
 from ..naming import dns_label, kubernetes_label_value
 from ..runtime.card import ModelCard
+from .kubernetes_job import batch_notes, batch_plan, describe, indexed_job
 
 try:
     import urllib3.exceptions
@@ -43,6 +45,25 @@ GRACEFUL_SHUTDOWN_SECONDS = 8
 TERMINATION_GRACE_SECONDS = GRACEFUL_SHUTDOWN_SECONDS + 7
 DRIFT_WEBHOOK_ENV = "NB2PROD_DRIFT_WEBHOOK"
 FIELD_MANAGER = "nb2prod"
+JOB_FILE = "job.yaml"  # with --input: the Indexed Job that scores files in batch
+#: The restricted Pod Security Standard, for the service's pods and the batch Job's alike.
+CONTAINER_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS_USER,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS_USER,
+    "runAsGroup": RUN_AS_USER,
+    "fsGroup": RUN_AS_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}  # noqa: S108
+TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}}
 
 
 class _NoAliasDumper(yaml.SafeDumper):  # type: ignore[misc]
@@ -77,6 +98,9 @@ def write_manifests(options: KubernetesOptions) -> KubernetesManifests:
     documents = build_manifests(options, card, image)
     if options.min_replicas < 2:
         notes += ("With one replica the PodDisruptionBudget (minAvailable: 1) blocks drains.",)
+    plan = batch_plan(options)
+    if plan is not None:
+        notes += batch_notes(options, plan)
     target = BuildDir(build_dir).k8s_dir
     staging = Path(tempfile.mkdtemp(prefix=".k8s.", dir=build_dir))
     try:
@@ -86,7 +110,8 @@ def write_manifests(options: KubernetesOptions) -> KubernetesManifests:
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             text = yaml.dump(document, Dumper=_NoAliasDumper, sort_keys=False)
-            path.write_text(header + text, encoding="utf-8")
+            run = describe(options.batch) if relative == JOB_FILE and options.batch else ""
+            path.write_text(header + run + text, encoding="utf-8")
             files.append(target / relative)
         staging.chmod(0o755)
         if target.exists():
@@ -142,6 +167,10 @@ def build_manifests(
     }
     if options.kserve:
         documents["kserve/inferenceservice.yaml"] = _inference_service(options, metadata, pod)
+    plan = batch_plan(options)
+    if plan is not None:
+        base = ({"securityContext": CONTAINER_SECURITY, "volumeMounts": [TMP_MOUNT]}, pod)
+        documents[JOB_FILE] = indexed_job(options, plan, metadata, image, base)
     return documents
 
 
@@ -236,30 +265,17 @@ def _pod_spec(options: KubernetesOptions, image: str) -> dict[str, Any]:
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": CONTAINER_SECURITY,
         # The root filesystem is read-only; /tmp (and Prometheus' multiprocess files
         # under it) need somewhere writable.
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+        "volumeMounts": [TMP_MOUNT],
     }
     return {
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": POD_SECURITY,
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}}],
+        "volumes": [TMP_VOLUME],
     }
 
 
