@@ -185,7 +185,9 @@ def publish(clients: Clients, topic_path: str, data: Any) -> str:
     return message_id
 
 
-def pull(clients: Clients, subscription_path: str, ids: set[str], timeout: float = 90) -> dict:
+def pull(
+    clients: Clients, subscription_path: str, ids: set[str], timeout: float = 90
+) -> dict[str, Any]:
     """The messages whose ``nb2prod_message_id`` is in ``ids``, by that id (all acknowledged;
     others, such as a duplicate delivery, are dropped)."""
     got: dict[str, Any] = {}
@@ -358,7 +360,9 @@ def test_malformed_events_are_acknowledged_and_dead_lettered_never_500(
 
 @pytest.fixture(scope="module")
 def faulty(
-    emulator: str, clients: Clients, built_examples: Callable[[str], Path], tmp_path_factory: Any
+    emulator: str,
+    built_examples: Callable[[str], Path],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Service]:
     """The iris build whose preprocess raises RuntimeError for a sepal over 100 cm (a bug only
     some rows reach), with a result topic that does not exist yet and no dead-letter topic."""
