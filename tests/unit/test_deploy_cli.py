@@ -1,5 +1,5 @@
-"""``nb2prod deploy`` as a user types it: each option belongs to its target, and each
-target's client is an extra that the core install does without.
+"""``nb2prod deploy`` as a user types it: each option belongs to its targets (cloudrun,
+cloudrun-job, kubernetes), and each target's client is an extra the core install does without.
 
 Cloud Run calls go to the local fake of the Admin API v2 (tests/fake_cloudrun.py)
 through the real google-cloud-run client, via the hidden ``--endpoint`` flag.
