@@ -84,7 +84,8 @@ class PushError(Nb2ProdError):
 
 
 class DeployError(Nb2ProdError):
-    """Raised when a deployment is rejected or its revision does not become ready."""
+    """Raised when a deployment is rejected, its revision does not become ready, or a Cloud Run
+    Job's execution fails."""
 
     exit_code = 11
 
@@ -142,7 +143,7 @@ EXIT_CODES: dict[str, int] = {
     "image build failed": ImageBuildError.exit_code,
     "smoke test failed": SmokeTestError.exit_code,
     "push failed": PushError.exit_code,
-    "deploy failed": DeployError.exit_code,
+    "deploy failed (or a Cloud Run Job's execution)": DeployError.exit_code,
     "drift detected (monitor)": DRIFT_EXIT_CODE,
     "service unreachable (monitor)": MonitorError.exit_code,
     "optional part not installed (pip install 'nb2prod[EXTRA]')": MissingExtraError.exit_code,

@@ -137,12 +137,13 @@ def knative_job(job: run_v2.Job, region: str) -> dict[str, Any]:
         "kind": "Job",
         "metadata": {
             "name": job.name.rsplit("/", 1)[-1],
-            "labels": {**job.labels, "cloud.googleapis.com/location": region},
+            # Sorted: protobuf maps have no order, and job.yaml should not change between runs.
+            "labels": {**dict(sorted(job.labels.items())), "cloud.googleapis.com/location": region},
         },
         "spec": {
             "template": {
                 "metadata": {
-                    "labels": dict(execution.labels),
+                    "labels": dict(sorted(execution.labels.items())),
                     "annotations": {"run.googleapis.com/execution-environment": "gen2"},
                 },
                 "spec": execution_spec,
