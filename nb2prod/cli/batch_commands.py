@@ -27,7 +27,10 @@ Exit codes:
 @cli.command(epilog=BATCH_EXIT_CODES)
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("input_spec", metavar="INPUT")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False))
+# OUTPUT and --rejects stay text: a gs:// URL through click.Path would lose its "//".
+@click.option(
+    "-o", "--output", required=True, help="A file, or a URL (gs://...; pip install 'nb2prod[gcs]')."
+)
 @click.option(
     "--format",
     "fmt",
@@ -49,25 +52,39 @@ Exit codes:
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=50_000, show_default=True)
 @click.option(
     "--rejects",
-    type=click.Path(path_type=Path, dir_okay=False),
     help="Where rejected rows go (CSV: file, row, reason, the --keep columns). Default: "
     "OUTPUT_STEM.rejects.csv beside the output, written only when a row is rejected.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--force", is_flag=True, help="Replace an output a previous nb2prod batch wrote.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@click.option(
+    "--engine",
+    type=click.Choice(["pandas", "spark"]),
+    default="pandas",
+    show_default=True,
+    help="pandas: chunks in one process. spark: a Spark job (pip install 'nb2prod[spark]', "
+    "Java 17); OUTPUT is then a directory of part files.",
+)
+@click.option(
+    "--master",
+    help="--engine spark only: the Spark master. Default: SPARK_MASTER, spark-submit's, "
+    "else local[*].",
+)
 def batch(
     directory: Path,
     input_spec: str,
-    output: Path,
+    output: str,
     fmt: str | None,
     output_format: str | None,
     keep: tuple[str, ...],
     chunk_rows: int,
-    rejects: Path | None,
+    rejects: str | None,
     as_json: bool,
     force: bool,
     quiet: bool,
+    engine: str,
+    master: str | None,
 ) -> None:
     """Score INPUT (a CSV / Parquet / JSON Lines file, a folder or a glob) with the model in
     the built DIRECTORY, into OUTPUT.
@@ -83,9 +100,15 @@ def batch(
     with OUTPUT.nb2prod.json beside it (model version and counts).
 
     \b
+    INPUT, OUTPUT and --rejects may be gs:// URLs (fsspec): objects are
+    streamed in, and the output is uploaded only once it is complete.
+
+    \b
     In the image:  docker run -v $PWD:/data IMAGE \\
                      python -m nb2prod_runtime.batch /data/in.csv -o /data/out.csv
     """
+    if master and engine != "spark":
+        raise ConfigError("--master applies to --engine spark only")
     build = BuildDir(directory)
     if not build.card_path.is_file():
         raise ConfigError(
@@ -98,13 +121,15 @@ def batch(
             f"{directory} was built by an nb2prod without batch scoring",
             hint="Rebuild it with this nb2prod (nb2prod build NOTEBOOK -o DIR).",
         )
-    command = [sys.executable, "-m", "nb2prod_runtime.batch", input_spec, "-o", str(output)]
+    command = [sys.executable, "-m", "nb2prod_runtime.batch", input_spec, "-o", output]
     command += ["--chunk-rows", str(chunk_rows)]
     for flag, value in (("--format", fmt), ("--output-format", output_format)):
         if value:
             command += [flag, value]
     if rejects is not None:
-        command += ["--rejects", str(rejects)]
+        command += ["--rejects", rejects]
+    if engine != "pandas":
+        command += ["--engine", engine] + (["--master", master] if master else [])
     for column in keep:
         command += ["--keep", column]
     command += [flag for flag, on in (("--json", as_json), ("--force", force), ("-q", quiet)) if on]

@@ -1,5 +1,10 @@
-"""Batch files: which files an input names, reading them in chunks (a corrupt CSV line is a
-rejected row, not a crash), and writing the output under a temporary name.
+"""Batch files: which files an input names, and reading them in chunks (a corrupt CSV line is
+a rejected row, not a crash); local paths or URLs (gs://, any fsspec URL). Also the records
+every engine of ``nb2prod batch`` shares: its options, its summary, its errors.
+
+A URL stays a ``str`` (a ``Path`` would fold its "//"); a local path is a ``Path``. fsspec and
+its backends (gcsfs for gs://) are imported only when a URL is used: the serving image has
+none of them (a Cloud Run Job mounts its bucket as a volume instead).
 """
 
 from __future__ import annotations
@@ -7,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import glob
 import importlib
+import io
 import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
@@ -22,16 +28,24 @@ import pandas as pd
 __all__ = [
     "FORMATS",
     "BatchError",
+    "BatchOptions",
+    "BatchSummary",
     "Chunk",
-    "Writer",
+    "Where",
     "file_columns",
     "file_format",
+    "filesystem",
     "input_files",
+    "is_url",
+    "location",
+    "name_of",
     "partial_path",
     "prediction_frame",
     "read_chunks",
     "require_parquet",
     "sidecar_path",
+    "suffix_of",
+    "with_name",
 ]
 
 EXIT_OK, EXIT_WRITE, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 5
@@ -49,6 +63,10 @@ SIDECAR_SUFFIX = ".nb2prod.json"
 DEFAULT_CHUNK_ROWS = 50_000
 #: Seconds between progress lines when stderr is not a terminal.
 PLAIN_PROGRESS_SECONDS = 10.0
+GCS_EXTRA = "pip install 'nb2prod[gcs]'"
+
+#: A local path, or a URL kept as text.
+Where = Path | str
 
 
 class BatchError(Exception):
@@ -59,17 +77,94 @@ class BatchError(Exception):
         self.code, self.hint = code, hint
 
 
-def input_files(spec: str, fmt: str | None) -> list[Path]:
-    """The files ``spec`` names: a file, a directory (its files in name order) or a glob."""
-    if "://" in spec:
+@dataclass(frozen=True)
+class BatchOptions:
+    """What to score and where to write it, as the command line says."""
+
+    inputs: str
+    output: Where
+    fmt: str | None = None
+    output_format: str | None = None
+    keep: tuple[str, ...] = ()
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    rejects: Where | None = None
+    force: bool = False
+    quiet: bool = False
+    #: (task index, task count) in a Cloud Run Job: every count-th input file, from index.
+    shard: tuple[int, int] | None = None
+
+
+@dataclass
+class BatchSummary:
+    """What a run did: written as the sidecar and printed by ``--json``."""
+
+    model_name: str
+    model_version: str
+    output: str
+    format: str
+    inputs: list[str]
+    rows_in: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    rejects: str | None = None
+    seconds: float = 0.0
+    rows_per_second: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)  # rejected rows by kind of reason
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def is_url(where: object) -> bool:
+    return isinstance(where, str) and "://" in where
+
+
+def location(text: str | Path) -> Where:
+    """A URL as text (``Path`` would fold its "//"), anything else as a local ``Path``."""
+    return text if isinstance(text, str) and is_url(text) else Path(text)
+
+
+def name_of(where: Where) -> str:
+    return PurePosixPath(where).name if isinstance(where, str) else where.name
+
+
+def suffix_of(where: Where) -> str:
+    return PurePosixPath(str(where)).suffix.lower()
+
+
+def with_name(where: Where, name: str) -> Where:
+    """``where`` with its last component replaced, for a path or a URL alike."""
+    if isinstance(where, str):
+        return f"{where.rsplit('/', 1)[0]}/{name}"
+    return where.with_name(name)
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem behind ``url`` and the path within it."""
+    try:
+        import fsspec  # only URLs need it; the serving image has none
+
+        fs, path = fsspec.core.url_to_fs(url)
+    except ImportError as err:
         raise BatchError(
-            f"{spec}: reading URLs is not supported yet",
-            hint="Copy the files to a local folder first (gcloud storage cp -r URL DIR).",
-        )
+            f"{url}: URLs are read and written through fsspec (gcsfs for gs://), which is not "
+            f"installed here ({err})",
+            hint=f"{GCS_EXTRA} (other schemes need their fsspec package), or mount the "
+            "bucket and pass a local path.",
+        ) from err
+    except ValueError as err:  # fsspec's "Protocol not known"
+        raise BatchError(f"{url}: {err}", hint="Use a local path or a gs:// URL.") from err
+    return fs, path
+
+
+def input_files(spec: str, fmt: str | None) -> list[Where]:
+    """The files ``spec`` names: a file, a directory (its files in name order) or a glob."""
+    if is_url(spec):
+        return _url_files(spec, fmt)
     if any(char in spec for char in "*?["):
         # A user's pattern, absolute or relative: glob.glob takes both (Path.glob doesn't).
         matches = glob.glob(spec, recursive=True)  # noqa: PTH207
-        files = sorted(Path(p) for p in matches if Path(p).is_file())
+        files: list[Where] = sorted(Path(p) for p in matches if Path(p).is_file())
         if not files:
             raise BatchError(f"{spec}: no file matches")
         return files
@@ -86,8 +181,58 @@ def input_files(spec: str, fmt: str | None) -> list[Path]:
     return [path]
 
 
-def file_format(path: Path, fmt: str | None) -> str:
-    found = fmt or FORMATS.get(path.suffix.lower())
+def _url_files(spec: str, fmt: str | None) -> list[Where]:
+    """An object, the objects under a "folder" prefix (name order, known extensions), or a
+    glob's matches, as URLs."""
+    fs, path = filesystem(spec)
+    try:
+        if any(char in path for char in "*?["):
+            found = fs.glob(path, detail=True)
+            names = [name for name, info in found.items() if info["type"] == "file"]
+            if not names:
+                raise BatchError(f"{spec}: no object matches")
+        elif fs.info(path)["type"] == "directory":
+            names = [
+                info["name"]
+                for info in fs.ls(path, detail=True)
+                if info["type"] == "file" and (fmt or FORMATS.get(suffix_of(info["name"])))
+            ]
+            if not names:
+                raise BatchError(f"{spec}: the folder holds no .csv, .parquet or .jsonl object")
+        else:
+            names = [path]
+    except FileNotFoundError as err:
+        raise BatchError(f"{spec}: no such object or folder") from err
+    except BatchError:
+        raise
+    except Exception as err:  # the store's own: credentials, permissions, the network
+        raise BatchError(f"{spec}: can't list it: {err}") from err
+    return [fs.unstrip_protocol(name) for name in sorted(names)]
+
+
+@contextlib.contextmanager
+def _opened(source: Where) -> Iterator[Any]:
+    """A local path as it is (pandas and pyarrow open it), a URL as a streamed binary file."""
+    if isinstance(source, Path):
+        yield source
+        return
+    fs, path = filesystem(source)
+    with fs.open(path, "rb") as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _text(source: Where) -> Iterator[Any]:
+    if isinstance(source, Path):
+        with source.open(encoding="utf-8") as handle:
+            yield handle
+        return
+    with _opened(source) as binary, io.TextIOWrapper(binary, encoding="utf-8") as handle:
+        yield handle
+
+
+def file_format(path: Where, fmt: str | None) -> str:
+    found = fmt or FORMATS.get(suffix_of(path))
     if found is None:
         raise BatchError(
             f"{path}: can't tell the format from the extension",
@@ -108,14 +253,16 @@ def require_parquet() -> ModuleType:
         ) from None
 
 
-def file_columns(path: Path, fmt: str) -> list[str]:
+def file_columns(path: Where, fmt: str) -> list[str]:
     """The columns a file holds, read from its header only."""
     try:
         if fmt == "csv":
-            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+            with _opened(path) as source:
+                return [str(c) for c in pd.read_csv(source, nrows=0).columns]
         if fmt == "parquet":
-            return list(require_parquet().read_schema(path).names)
-        with path.open(encoding="utf-8") as handle:
+            with _opened(path) as source:
+                return list(require_parquet().read_schema(source).names)
+        with _text(path) as handle:
             for line in handle:
                 if line.strip():
                     record = json.loads(line)
@@ -135,7 +282,7 @@ def file_columns(path: Path, fmt: str) -> list[str]:
 class Chunk:
     """Rows of one file: ``frame`` and each row's 1-based row number in the file."""
 
-    path: Path
+    path: Where
     frame: pd.DataFrame
     rows: np.ndarray
     #: (row number, reason) of lines the reader could not split into the header's fields.
@@ -143,7 +290,7 @@ class Chunk:
 
 
 def read_chunks(
-    path: Path, fmt: str, chunk_rows: int, columns: Sequence[str], text_columns: set[str]
+    path: Where, fmt: str, chunk_rows: int, columns: Sequence[str], text_columns: set[str]
 ) -> Iterator[Chunk]:
     """The rows of ``path`` in chunks of ``chunk_rows``, only ``columns`` read.
 
@@ -165,24 +312,25 @@ def _is_arrow_error(err: BaseException) -> bool:
 
 
 def _chunks(
-    path: Path, fmt: str, chunk_rows: int, wanted: set[str], text_columns: set[str]
+    path: Where, fmt: str, chunk_rows: int, wanted: set[str], text_columns: set[str]
 ) -> Iterator[Chunk]:
     if fmt == "csv":
         yield from _csv_chunks(path, chunk_rows, wanted, text_columns)
         return
     start = 1
     if fmt == "parquet":
-        parquet = require_parquet().ParquetFile(path)
-        present = [c for c in parquet.schema_arrow.names if c in wanted]
-        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=present):
-            frame = batch.to_pandas()
-            yield Chunk(path, frame, np.arange(start, start + len(frame)))
-            start += len(frame)
+        with _opened(path) as source:
+            parquet = require_parquet().ParquetFile(source)
+            present = [c for c in parquet.schema_arrow.names if c in wanted]
+            for batch in parquet.iter_batches(batch_size=chunk_rows, columns=present):
+                frame = batch.to_pandas()
+                yield Chunk(path, frame, np.arange(start, start + len(frame)))
+                start += len(frame)
         return
     yield from _jsonl_chunks(path, chunk_rows, wanted)
 
 
-def _jsonl_chunks(path: Path, chunk_rows: int, wanted: set[str]) -> Iterator[Chunk]:
+def _jsonl_chunks(path: Where, chunk_rows: int, wanted: set[str]) -> Iterator[Chunk]:
     """JSON Lines chunks; a line that is not a JSON object is a rejected row, not a crash.
 
     Row numbers are line numbers (blank lines are not rows).
@@ -190,7 +338,7 @@ def _jsonl_chunks(path: Path, chunk_rows: int, wanted: set[str]) -> Iterator[Chu
     records: list[dict[str, Any]] = []
     rows: list[int] = []
     broken: list[tuple[int, str]] = []
-    with path.open(encoding="utf-8") as handle:
+    with _text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -217,14 +365,14 @@ def _frame(records: list[dict[str, Any]], wanted: set[str]) -> pd.DataFrame:
 
 
 def _csv_chunks(
-    path: Path, chunk_rows: int, wanted: set[str], text_columns: set[str]
+    path: Where, chunk_rows: int, wanted: set[str], text_columns: set[str]
 ) -> Iterator[Chunk]:
     """CSV chunks; a line with more fields than the header is a rejected row, not a crash."""
     start = 1
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _opened(path) as source:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         reader = pd.read_csv(
-            path,
+            source,
             chunksize=chunk_rows,
             dtype={c: str for c in text_columns},
             on_bad_lines="warn",
@@ -264,71 +412,9 @@ def prediction_frame(predictions: list[Any]) -> pd.DataFrame:
     return pd.DataFrame({"prediction": predictions})
 
 
-class Writer:
-    """Appends frames to ``path`` in ``fmt``; the caller renames it into place."""
-
-    def __init__(self, path: Path, fmt: str, metadata: dict[str, str]) -> None:
-        self.path, self.fmt, self.metadata = path, fmt, metadata
-        self.handle: Any = None
-        self.parquet: Any = None
-        self.wrote_header = False
-
-    def write(self, frame: pd.DataFrame) -> None:
-        if self.fmt == "parquet":
-            import pyarrow as pa
-
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self.parquet is None:
-                schema = table.schema.with_metadata(
-                    {**(table.schema.metadata or {}), **self._bytes(self.metadata)}
-                )
-                self.parquet = require_parquet().ParquetWriter(self.path, schema)
-            self.parquet.write_table(table.cast(self.parquet.schema))
-            return
-        if self.handle is None:
-            self.handle = self.path.open("w", encoding="utf-8", newline="")
-        if self.fmt == "csv":
-            frame.to_csv(self.handle, header=not self.wrote_header, index=False)
-            self.wrote_header = True
-        elif len(frame):
-            text = frame.to_json(orient="records", lines=True, date_format="iso")
-            self.handle.write(text if text.endswith("\n") else text + "\n")
-
-    @staticmethod
-    def _bytes(metadata: dict[str, str]) -> dict[bytes, bytes]:
-        return {k.encode(): v.encode() for k, v in metadata.items()}
-
-    def close(self, columns: Sequence[str]) -> None:
-        """Finish the file (an empty run still gets a header or an empty table), and fsync."""
-        if self.fmt == "parquet":
-            if self.parquet is None:
-                self.write(pd.DataFrame({c: pd.Series(dtype=object) for c in columns}))
-            self.parquet.close()
-            with self.path.open("rb+") as handle:
-                os.fsync(handle.fileno())
-            return
-        if self.handle is None:
-            self.handle = self.path.open("w", encoding="utf-8", newline="")
-            if self.fmt == "csv":
-                self.handle.write(",".join(columns) + "\n")
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-
-    def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.parquet is not None:
-                self.parquet.close()
-        with contextlib.suppress(Exception):
-            if self.handle is not None:
-                self.handle.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-
 def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.nb2prod-partial-{os.getpid()}")
 
 
-def sidecar_path(output: Path) -> Path:
-    return output.with_name(output.name + SIDECAR_SUFFIX)
+def sidecar_path(output: Where) -> Where:
+    return with_name(output, name_of(output) + SIDECAR_SUFFIX)
