@@ -90,8 +90,21 @@ def test_concurrent_requests_are_batched_and_each_gets_the_notebooks_answers(
     try:
         responses = send_all(server.url, bodies)
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        # Monitoring saw each request under its own id with its own predictions: labelling
+        # every request with the notebook's answers for its rows is accepted whole and scores
+        # a perfect fit (a request that got another's rows would add an error).
+        labels, start = [], 0
+        for response, body in zip(responses, bodies, strict=True):
+            mine = expected[start : start + len(body)]
+            labels.append({"request_id": response.headers["x-request-id"], "labels": mine})
+            start += len(body)
+        feedback = httpx.post(f"{server.url}/feedback", json=labels, timeout=30)
     finally:
         server.stop()
+    assert feedback.status_code == 200, feedback.text
+    assert feedback.json()["accepted_rows"] == len(rows)
+    quality = feedback.json()["quality"]
+    assert quality["value"] == pytest.approx(0.0, abs=1e-6), quality
     assert [r.status_code for r in responses] == [200] * len(bodies)
     got = [p for response in responses for p in response.json()["predictions"]]
     assert [len(r.json()["predictions"]) for r in responses] == [len(b) for b in bodies]
