@@ -133,6 +133,25 @@ class DriftDetected(Nb2ProdError):
     default_hint = "Retrain on recent data: nb2prod build NOTEBOOK, then deploy the new model."
 
 
+#: Exit code of ``nb2prod compare`` when the challenger is worse (a verdict, not an error).
+CHALLENGER_WORSE_EXIT_CODE = 15
+
+
+class ChallengerWorse(Nb2ProdError):
+    """Raised when ``nb2prod compare`` finds the challenger worse than the champion by more than
+    the tolerance: a verdict for CI to act on, not a failure."""
+
+    exit_code = CHALLENGER_WORSE_EXIT_CODE
+    default_hint = "Keep the champion; deploy the challenger once it is at least as good."
+
+
+class NotComparableError(Nb2ProdError):
+    """Raised when two model cards cannot be compared: their metric names or evaluation data
+    differ, or a metric's direction of "better" is unknown."""
+
+    exit_code = 16
+
+
 EXIT_CODES: dict[str, int] = {
     "notebook breaks the contract": NotebookError.exit_code,
     "bad flag, parameter or build directory": ConfigError.exit_code,
@@ -147,6 +166,8 @@ EXIT_CODES: dict[str, int] = {
     "drift detected (monitor)": DRIFT_EXIT_CODE,
     "service unreachable (monitor)": MonitorError.exit_code,
     "optional part not installed (pip install 'nb2prod[EXTRA]')": MissingExtraError.exit_code,
+    "challenger worse than champion (compare)": CHALLENGER_WORSE_EXIT_CODE,
+    "models not comparable: metrics, data or direction (compare)": NotComparableError.exit_code,
     "interrupted (Ctrl-C, SIGINT); containers and staging removed": INTERRUPTED_EXIT_CODE,
     "terminated (SIGTERM); containers and staging removed": Terminated.exit_code,
 }
