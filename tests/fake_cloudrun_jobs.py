@@ -4,10 +4,11 @@ It answers what ``run_v2.JobsClient`` and ``run_v2.ExecutionsClient`` (``transpo
 send: ``PATCH .../jobs/NAME?allowMissing=true``, ``POST .../jobs?jobId=``, ``GET
 .../jobs/NAME``, ``POST .../jobs/NAME:run`` (a long-running operation whose metadata is the
 Execution) and ``GET .../jobs/NAME/executions/ID``. An execution moves on each time it is
-read: its tasks finish over ``polls_to_finish`` reads, and ``fail_tasks(...)`` makes some of
-them fail as Cloud Run reports it (failed count, retries, a ``Completed`` condition that
-failed with the task's message). The fake checks a job as the API does: a container with an
-image, every volume mount naming a volume, ``parallelism <= taskCount``.
+read: its tasks finish over ``polls_to_finish`` reads. ``fail_tasks(...)`` makes some of them
+fail as Cloud Run reports it (failed count, retries, a ``Completed`` condition that failed
+with the task's message); ``job_not_ready(message)`` fails a job's Ready condition. The fake
+checks a job as the API does: a container with an image, every volume mount naming a
+volume, ``parallelism <= taskCount``.
 """
 
 from __future__ import annotations
@@ -54,12 +55,17 @@ class FakeCloudRunJobs(FakeCloudRun):
         self.executions: dict[str, dict[str, Any]] = {}  # full name -> execution JSON
         self.polls_to_finish = 2
         self._failing: tuple[frozenset[int], str] = (frozenset(), "")
+        self._not_ready: str | None = None
 
     def fail_tasks(
         self, *indexes: int, message: str = "The container exited with an error."
     ) -> None:
         """Make the tasks with these indexes fail in the next executions."""
         self._failing = (frozenset(indexes), message)
+
+    def job_not_ready(self, message: str) -> None:
+        """Make the next job written end with a failed Ready condition carrying ``message``."""
+        self._not_ready = message
 
     def job_requests(self) -> list[Any]:
         """The recorded job and execution requests, without operation polls."""
@@ -107,7 +113,10 @@ class FakeCloudRunJobs(FakeCloudRun):
             return _error(400, problem, status_name="INVALID_ARGUMENT")
         old = self.jobs.get(name)
         generation = int(old["generation"]) + 1 if old else 1
-        ready = {"type": "Ready", "state": CONDITION_SUCCEEDED}
+        ready: dict[str, Any] = {"type": "Ready", "state": CONDITION_SUCCEEDED}
+        if self._not_ready:
+            ready = {"type": "Ready", "state": CONDITION_FAILED, "message": self._not_ready}
+            self._not_ready = None
         stored = {
             **spec,
             "name": name,

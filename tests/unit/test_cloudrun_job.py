@@ -279,6 +279,18 @@ def test_a_failed_execution_fails_the_deploy_with_cloud_runs_reason(
     assert state["succeeded"] == 2  # the record says how far it got
 
 
+def test_a_job_cloud_run_does_not_accept_is_not_run(
+    build_dir: Path, jobs_fake: FakeCloudRunJobs
+) -> None:
+    message = "Image 'europe-west1-docker.pkg.dev/demo-project/models/iris' not found."
+    jobs_fake.job_not_ready(message)
+    result = deploy_job(build_dir, jobs_fake, "--input", IN, "--output", OUT)
+    assert result.returncode == 11
+    assert result.error_lines == [f"Error: job iris-classifier was not accepted: {message}"]
+    assert jobs_fake.executions == {}
+    assert not (build_dir / ".nb2prod" / "job.json").exists()
+
+
 def test_permission_denied_names_the_permission(
     build_dir: Path, jobs_fake: FakeCloudRunJobs
 ) -> None:

@@ -31,8 +31,6 @@ _ROLES = {
     "run.services.setiampolicy": "roles/run.admin",
 }
 _TRANSPORT_ERRORS = (auth_exceptions.GoogleAuthError, requests.RequestException)
-_SUCCEEDED = run_v2.Condition.State.CONDITION_SUCCEEDED
-_UNSPECIFIED = run_v2.Condition.State.STATE_UNSPECIFIED
 
 
 def make_client(
@@ -143,7 +141,7 @@ def send_job(
     except (api_exceptions.GoogleAPICallError, *_TRANSPORT_ERRORS) as err:
         raise api_error(err, location) from err
     condition = result.terminal_condition
-    if condition.state not in (_SUCCEEDED, _UNSPECIFIED):
+    if condition.state == run_v2.Condition.State.CONDITION_FAILED:
         raise DeployError(f"{location.what} was not accepted: {condition.message}")
     return result
 
