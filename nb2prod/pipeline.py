@@ -190,9 +190,9 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
         spec, plan, pins = _analyse(
             options.notebook, options.parameters, options.strict, options.role_map
         )
+        spec = replace(spec, batch_dependent=options.batch_dependent)
     for notice in spec.notices:
         say(f"notice: {notice}")
-        spec = replace(spec, batch_dependent=options.batch_dependent)
     engine = connect() if options.docker else None  # fail before training when there is none
     if engine is not None and remove_abandoned_containers(engine):
         say("notice: removed containers left by an nb2prod run that was killed")
