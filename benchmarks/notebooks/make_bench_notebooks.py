@@ -23,7 +23,6 @@ import nbformat  # noqa: E402
 from make_examples import code, md, notebook  # noqa: E402
 
 LOAD = """\
-import pandas as pd
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 

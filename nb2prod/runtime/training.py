@@ -265,8 +265,8 @@ def _batching_verdict(
     except BatchDependenceError as err:
         if not batch_dependent:
             raise BatchDependenceError(
-                f"{str(err).rstrip('.')}. If the answers are meant to depend on the request's rows, build with "
-                "--batch-dependent: each request is then served on its own rows"
+                f"{str(err).rstrip('.')}. If the answers are meant to depend on the request's "
+                "rows, build with --batch-dependent: each request is then served on its own rows"
             ) from err
         print(f"nb2prod: built with --batch-dependent: {err}", file=sys.stderr, flush=True)
         return {"batch_invariant": False, "reason": BATCH_DEPENDENT}
