@@ -453,3 +453,109 @@ class PreprocessCheck:
             **self.findings,
             "recorded": list(self.recorded),
         }
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """What ``nb2prod compare CHAMPION CHALLENGER`` is asked to check."""
+
+    champion: Path
+    challenger: Path
+    #: Gate on this metric only; None: on every metric both report whose direction is known.
+    metric: str | None = None
+    #: The direction of "better" for ``metric``; None: known from its name.
+    higher_is_better: bool | None = None
+    tolerance: float = 0.0  # absolute, in the metric's units
+    #: Compare even when the evaluation data differ (a retrain on fresh data).
+    allow_different_data: bool = False
+
+
+@dataclass(frozen=True)
+class ComparedModel:
+    """One side of a comparison: its build directory and what its model card says."""
+
+    directory: Path
+    name: str
+    model_version: str
+    data_fingerprint: dict[str, Any]  # sha256, rows, columns of the raw training frame
+
+    def to_json(self) -> dict[str, Any]:
+        """This side as ``compare --json`` prints it."""
+        return {
+            "directory": str(self.directory),
+            "name": self.name,
+            "model_version": self.model_version,
+            "data_fingerprint": self.data_fingerprint,
+        }
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """One metric in a comparison: both values, the direction of "better" and the verdict."""
+
+    name: str
+    champion: float
+    challenger: float
+    direction: str | None  # "higher" | "lower"; None: unknown, so the metric is not gated
+    direction_from: str  # "name" (a common metric name), "flag", or "unknown"
+    verdict: str  # "better" | "same" | "within tolerance" | "worse" | "not gated"
+
+    @property
+    def difference(self) -> float:
+        """Challenger minus champion."""
+        return self.challenger - self.champion
+
+    def to_json(self) -> dict[str, Any]:
+        """This metric as ``compare --json`` prints it."""
+        return {
+            "name": self.name,
+            "champion": self.champion,
+            "challenger": self.challenger,
+            "difference": self.difference,
+            "direction": self.direction,
+            "direction_from": self.direction_from,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass(frozen=True)
+class ComparisonReport:
+    """What ``nb2prod compare`` found: the challenger passes unless a gated metric is worse."""
+
+    champion: ComparedModel
+    challenger: ComparedModel
+    metrics: tuple[MetricComparison, ...]
+    tolerance: float
+    same_data: bool  # False only with allow_different_data
+    summary: str  # the one-line verdict
+    #: Parameters whose values differ: name -> (champion's, challenger's).
+    changed_parameters: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def worse(self) -> tuple[MetricComparison, ...]:
+        """The gated metrics on which the challenger is worse beyond the tolerance."""
+        return tuple(m for m in self.metrics if m.verdict == "worse")
+
+    @property
+    def passed(self) -> bool:
+        """True when the challenger is at least as good, within the tolerance, on each gated
+        metric."""
+        return not self.worse
+
+    def to_json(self) -> dict[str, Any]:
+        """The report ``compare --json`` prints."""
+        return {
+            "passed": self.passed,
+            "summary": self.summary,
+            "tolerance": self.tolerance,
+            "same_data": self.same_data,
+            "champion": self.champion.to_json(),
+            "challenger": self.challenger.to_json(),
+            "metrics": [metric.to_json() for metric in self.metrics],
+            "changed_parameters": {
+                name: {"champion": old, "challenger": new}
+                for name, (old, new) in self.changed_parameters.items()
+            },
+            "notes": list(self.notes),
+        }

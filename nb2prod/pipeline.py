@@ -37,6 +37,8 @@ from .models import (
     CloudRunJobDeployment,
     CloudRunJobOptions,
     CloudRunOptions,
+    CompareOptions,
+    ComparisonReport,
     KubernetesManifests,
     KubernetesOptions,
     NotebookSpec,
@@ -443,3 +445,10 @@ def monitor(url: str, timeout: float = 10.0) -> MonitorReport:
     from .deploy import monitor as monitor_stage
 
     return monitor_stage.read_service(url, timeout)
+
+
+def compare(options: CompareOptions) -> ComparisonReport:
+    """Gate a challenger build on the champion's evaluate metrics (``nb2prod compare``)."""
+    from .gate import compare as gate
+
+    return gate.compare(options)
