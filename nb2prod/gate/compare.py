@@ -145,7 +145,7 @@ def _changed_parameters(
 
 def _describe(fingerprint: dict[str, Any]) -> str:
     rows, columns = fingerprint.get("rows", "?"), fingerprint.get("columns", "?")
-    return f"{rows} rows x {columns} columns, sha256 {str(fingerprint.get('sha256', '?'))[:12]}"
+    return f"{rows} rows x {columns} columns (sha256 {str(fingerprint.get('sha256', '?'))[:12]})"
 
 
 def _check_same_data(
@@ -172,7 +172,7 @@ def _check_same_data(
         )
         problem = (
             f"the evaluation split may differ: parameter {differences}. The data fingerprints "
-            f"are equal ({_describe(before)}) but cover the raw frame, not the split drawn "
+            f"are equal, {_describe(before)}, but cover the raw frame, not the split drawn "
             "from it"
         )
     if not allow_different_data:
@@ -296,9 +296,9 @@ def format_table(report: ComparisonReport) -> str:
     """The human-readable report: both models, the data, one row per metric, the verdict."""
     before, after = report.champion.data_fingerprint, report.challenger.data_fingerprint
     if report.same_data:
-        data = f"same raw training frame ({_describe(before)})"
+        data = f"same raw training frame, {_describe(before)}"
     elif before.get("sha256") == after.get("sha256"):
-        data = f"same raw training frame ({_describe(before)}), split may differ (see note)"
+        data = f"same raw training frame, {_describe(before)}; the split may differ (see note)"
     else:
         data = f"DIFFERENT: champion {_describe(before)}; challenger {_describe(after)}"
     lines = [
