@@ -20,6 +20,7 @@ from nb2prod import errors, pipeline
 COMMANDS = {
     "build",
     "check",
+    "compare",
     "deploy",
     "generate",
     "monitor",
