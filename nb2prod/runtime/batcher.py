@@ -8,11 +8,12 @@ exactly its own predictions, in order.
 
 - **No wait at concurrency 1.** A request that finds nothing else queued is predicted on the
   next turn of the event loop, as it would be without batching.
-- **A short wait only under load.** After a batch of ``n`` requests, the next batch waits (at
-  most ``max_wait`` seconds, ``NB2PROD_BATCH_MAX_WAIT_MS``) until about as many are queued:
-  the clients just answered are about to send their next request, and predicting the first
-  to arrive alone would cost the full fixed cost for one row. A wait that expires lowers the
-  target to what arrived, so the wait fades when the load does.
+- **A short wait only under load, and only as long as it pays.** After a batch of ``n``
+  requests, the next batch waits until about as many are queued: the clients just answered
+  are about to send their next request. It waits at most as long as the last batch took to
+  predict (capped by ``NB2PROD_BATCH_MAX_WAIT_MS``): predicting the first arrival alone
+  would hold the others that long anyway, so the wait never costs more than it saves. A
+  wait that expires lowers the target to what arrived, so the wait fades with the load.
 - **Bounded.** At most ``max_rows`` rows (``NB2PROD_BATCH_MAX_ROWS``) per batch; a larger
   request is not batched.
 - **Isolated.** When the joined batch raises, its requests are predicted one by one, so each
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +45,7 @@ __all__ = [
 logger = logging.getLogger("nb2prod.service")
 
 DEFAULT_MAX_ROWS = 64
-DEFAULT_MAX_WAIT_MS = 2.0
+DEFAULT_MAX_WAIT_MS = 10.0
 MODE_ENV = "NB2PROD_BATCHING"
 MAX_ROWS_ENV = "NB2PROD_BATCH_MAX_ROWS"
 MAX_WAIT_ENV = "NB2PROD_BATCH_MAX_WAIT_MS"
@@ -147,6 +149,7 @@ class Batcher:
         self._queue: list[_Pending] = []
         self._queued_rows = 0
         self._target = 1  # requests the next batch waits for: the last batch's size
+        self._cost = 0.0  # seconds the last batch took to predict: the longest wait that pays
         self._flush_handle: asyncio.Handle | None = None
 
     def accepts(self, rows: Rows) -> bool:
@@ -162,8 +165,13 @@ class Batcher:
         if len(self._queue) >= self._target or self._queued_rows >= self.max_rows:
             self._schedule(loop, 0.0)
         else:
-            self._schedule(loop, self.max_wait)
+            self._schedule(loop, self._wait())
         return await pending.future
+
+    def _wait(self) -> float:
+        """How long a batch short of its target may wait: the last batch's predict time,
+        capped by ``max_wait``."""
+        return min(self.max_wait, self._cost)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
         """Flush after ``delay`` seconds (0: on the next turn, after the requests already
@@ -197,13 +205,15 @@ class Batcher:
         if self._queue:
             loop = asyncio.get_running_loop()
             full = len(self._queue) >= self._target or self._queued_rows >= self.max_rows
-            self._schedule(loop, 0.0 if full else self.max_wait)
+            self._schedule(loop, 0.0 if full else self._wait())
 
     def _run(self, batch: list[_Pending]) -> None:
         """Predict ``batch`` at once; on an error, each request alone, so only its culprit
         fails."""
+        started = time.perf_counter()
         try:
             results = self._predict_many([(p.rows, p.request_id) for p in batch])
+            self._cost = time.perf_counter() - started
         except Exception as err:  # handed to the request's handler, which answers as unbatched
             if len(batch) == 1:
                 if not batch[0].future.done():

@@ -55,12 +55,14 @@ def test_limits_come_from_the_environment() -> None:
 class Recorder:
     """predict_many that answers each row with its sum and records every call."""
 
-    def __init__(self, poison: Any = None) -> None:
+    def __init__(self, poison: Any = None, seconds: float = 0.0) -> None:
         self.calls: list[list[str]] = []
         self.poison = poison
+        self.seconds = seconds  # what one prediction costs
 
     def __call__(self, requests: list[tuple[Any, str]]) -> list[list[Any]]:
         self.calls.append([request_id for _, request_id in requests])
+        time.sleep(self.seconds)
         if any(self.poison in row for rows, _ in requests for row in rows):
             raise ValueError("poisoned row")
         return [[sum(row) for row in rows] for rows, _ in requests]
@@ -97,9 +99,9 @@ def test_a_lone_request_is_not_kept_waiting() -> None:
     assert asyncio.run(run()) < 0.1  # far below the 500 ms it may wait under load
 
 
-def test_after_a_busy_batch_the_next_waits_briefly_for_as_many_then_stops_waiting() -> None:
-    recorder = Recorder()
-    subject = batcher(recorder, max_wait_ms=100)
+def test_after_a_busy_batch_the_next_waits_as_long_as_a_prediction_then_stops_waiting() -> None:
+    recorder = Recorder(seconds=0.05)
+    subject = batcher(recorder, max_wait_ms=500)
 
     async def run() -> tuple[float, float]:
         await asyncio.gather(*(subject.predict([[i]], f"a{i}") for i in range(4)))
@@ -111,9 +113,23 @@ def test_after_a_busy_batch_the_next_waits_briefly_for_as_many_then_stops_waitin
         return waited, time.perf_counter() - started
 
     waited, then = asyncio.run(run())
-    assert 0.08 < waited < 0.5
-    assert then < 0.05
+    # The late one waited about one prediction (50 ms, not the 500 ms cap), then took its own.
+    assert 0.09 < waited < 0.3
+    assert then < 0.09
     assert recorder.calls == [["a0", "a1", "a2", "a3"], ["late"], ["next"]]
+
+
+def test_the_wait_is_capped_by_max_wait() -> None:
+    recorder = Recorder(seconds=0.2)
+    subject = batcher(recorder, max_wait_ms=20)
+
+    async def run() -> float:
+        await asyncio.gather(*(subject.predict([[i]], f"a{i}") for i in range(2)))
+        started = time.perf_counter()
+        await subject.predict([[9]], "late")
+        return time.perf_counter() - started
+
+    assert asyncio.run(run()) < 0.2 + 0.1  # its own 200 ms and at most 20 ms of waiting
 
 
 def test_a_batch_never_exceeds_max_rows() -> None:
