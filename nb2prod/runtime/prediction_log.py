@@ -1,0 +1,359 @@
+"""The prediction log: every (sampled) prediction recorded once, off the request path.
+
+An ``after_predict`` hook (see app.py) puts each sampled request's rows on a bounded queue, in
+O(1) for all-number inputs; a background thread turns them into one JSON record per request:
+``request_id``, ``timestamp``, ``model_version``, ``revision`` (``K_REVISION`` on Cloud Run),
+``sample_rate``, ``rows``, ``inputs`` (one object per row, as validated, before preprocessing)
+and ``predictions`` (what ``/predict`` answered). The runtime's predictor returns predictions
+only, so probabilities are not logged: getting them would cost a second model call per request.
+
+Sinks (``NB2PROD_PREDICTION_LOG``):
+- unset: one JSON line per request on stdout in Cloud Logging's shape, labelled
+  ``nb2prod_log: predictions`` so that a log sink routes them to BigQuery with a plain filter;
+- a folder or an fsspec URL (``gs://...``): JSON Lines files, written under a hidden temporary
+  name and published as ``predictions-<opened, UTC>-<pid>-<n>.jsonl`` when rotated (by size or
+  age) or at shutdown, so a reader never sees a half-written file.
+
+A full queue drops the request's rows and counts them (``nb2prod_prediction_log_dropped_total``):
+logging never blocks or fails a request. Sensitive columns (the card's ``sensitive_columns``
+and ``NB2PROD_SENSITIVE_COLUMNS``) are never written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter
+
+from .card import ModelCard
+from .prediction_log_sinks import (
+    ENV_SINK,
+    LOG_LABEL,
+    FileSink,
+    PredictionLogError,
+    Sink,
+    StdoutSink,
+)
+
+__all__ = [
+    "LOG_LABEL",
+    "PredictionLog",
+    "PredictionLogError",
+    "PredictionLogSettings",
+    "install_prediction_log",
+]
+
+logger = logging.getLogger("nb2prod.prediction_log")
+
+ENV_SAMPLE = "NB2PROD_PREDICTION_LOG_SAMPLE"
+ENV_QUEUE_ROWS = "NB2PROD_PREDICTION_LOG_QUEUE_ROWS"
+ENV_ROTATE_BYTES = "NB2PROD_PREDICTION_LOG_ROTATE_BYTES"
+ENV_ROTATE_SECONDS = "NB2PROD_PREDICTION_LOG_ROTATE_SECONDS"
+ENV_SENSITIVE = "NB2PROD_SENSITIVE_COLUMNS"
+
+#: Longer client strings are cut to their first characters and their length (on the request
+#: path, a slice): a 10 MB cell must not become a 10 MB log line nor sit in the queue.
+MAX_TEXT_CHARS = 1024
+
+#: How long shutdown waits for the writer to drain the queue: Cloud Run kills 10 s after SIGTERM.
+STOP_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class PredictionLogSettings:
+    """What to log, where, and how much may wait in memory (see the module docstring)."""
+
+    sample: float = 1.0
+    destination: str = ""  # "" = stdout
+    sensitive: frozenset[str] = frozenset()
+    max_queued_rows: int = 100_000
+    rotate_bytes: int = 64 * 1024 * 1024
+    rotate_seconds: float = 300.0
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, card_sensitive: Sequence[str] = ()
+    ) -> PredictionLogSettings:
+        """Read the ``NB2PROD_PREDICTION_LOG*`` variables; PredictionLogError naming a bad one.
+
+        Sensitive columns are the union of the card's and ``NB2PROD_SENSITIVE_COLUMNS``: a
+        column either one marks is never logged.
+        """
+        env = os.environ if env is None else env
+        defaults = cls()
+        sample = _number(env, ENV_SAMPLE, defaults.sample, float)
+        if not 0.0 <= sample <= 1.0:
+            raise PredictionLogError(
+                f"{ENV_SAMPLE}={env[ENV_SAMPLE]!r} is not a fraction between 0 and 1 "
+                "(1 logs every request, 0.1 one in ten, 0 none)"
+            )
+        named = {name.strip() for name in env.get(ENV_SENSITIVE, "").split(",")}
+        return cls(
+            sample=sample,
+            destination=env.get(ENV_SINK, "").strip(),
+            sensitive=frozenset((named | set(card_sensitive)) - {""}),
+            max_queued_rows=_positive(env, ENV_QUEUE_ROWS, defaults.max_queued_rows, int),
+            rotate_bytes=_positive(env, ENV_ROTATE_BYTES, defaults.rotate_bytes, int),
+            rotate_seconds=_positive(env, ENV_ROTATE_SECONDS, defaults.rotate_seconds, float),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError as err:
+        raise PredictionLogError(f"{name}={raw!r} is not a {kind.__name__}") from err
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PredictionLogError(f"{name}={raw!r} is not a finite number")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
+    value = _number(env, name, default, kind)
+    if value <= 0:
+        raise PredictionLogError(f"{name}={env[name]!r} must be greater than 0")
+    return value
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready cell: NaN, infinities, None, NaT and pd.NA become null, times ISO 8601."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    return value
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """One sampled request, as queued on the request path."""
+
+    values: np.ndarray  # the request frame's values (all columns, sensitive ones included)
+    predictions: list[Any]
+    request_id: str
+    created: float  # time.time()
+
+
+def bounded_text(text: str) -> str:
+    """``text``, or for a long one its first characters and its length."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    return f"{text[: MAX_TEXT_CHARS - 32]}...[{len(text)} chars]"
+
+
+# --- the log ---------------------------------------------------------------------------------
+
+
+class PredictionLog:
+    """The after_predict hook, its bounded queue and the writer thread that drains it."""
+
+    def __init__(
+        self,
+        settings: PredictionLogSettings,
+        sink: Sink,
+        card: ModelCard,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.settings = settings
+        self._sink = sink
+        names = [str(column["name"]) for column in card.input_schema["columns"]]
+        # The frame's columns are the schema's, in order (then ignored ones, never logged).
+        self._kept = [
+            (pos, name) for pos, name in enumerate(names) if name not in settings.sensitive
+        ]
+        columns = card.input_schema["columns"]
+        self._float_rows = bool(names) and all(
+            column.get("dtype") == "float64" and column.get("kind") == "number"
+            for column in columns
+        )
+        # Columns where a client can send free text (everything but numbers, booleans, times).
+        self._text_columns = [
+            pos
+            for pos, column in enumerate(columns)
+            if column.get("kind") not in ("number", "integer", "boolean", "datetime")
+            and column["name"] not in settings.sensitive
+        ]
+        self._static = {
+            "model_version": card.model_version,
+            "revision": os.environ.get("K_REVISION", ""),
+            "sample_rate": settings.sample,
+        }
+        self._pending: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.rows = Counter(
+            "nb2prod_prediction_log_rows",
+            "Predicted rows written to the prediction log.",
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "nb2prod_prediction_log_dropped",
+            "Predicted rows not logged: the queue was full or the sink failed.",
+            registry=registry,
+        )
+
+    # -- the request path ------------------------------------------------------------------
+    def after_predict(self, frame: pd.DataFrame, predictions: list[Any], request_id: str) -> None:
+        """Sample, then queue the request's values; never blocks (a full queue drops)."""
+        if self.settings.sample < 1.0 and random.random() >= self.settings.sample:  # noqa: S311
+            return
+        rows = len(frame)
+        # Values, not the frame: a held frame is many objects for the garbage collector to walk;
+        # all-float inputs are one block whose to_numpy() is a view.
+        if self._float_rows:
+            values = frame.to_numpy()
+        else:
+            values = frame.to_numpy(dtype=object)  # a copy: cutting texts leaves the frame be
+            for pos in self._text_columns:
+                column = values[:, pos]
+                for row, value in enumerate(column):
+                    if type(value) is str and len(value) > MAX_TEXT_CHARS:
+                        column[row] = bounded_text(value)
+        item = _Pending(values, predictions, request_id, time.time())
+        with self._lock:
+            if self._queued_rows + rows > self.settings.max_queued_rows:
+                full = True
+            else:
+                full = False
+                self._pending.append(item)
+                self._queued_rows += rows
+                self._wake.notify()
+        if full:
+            self.dropped.inc(rows)
+
+    # -- the writer thread -----------------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer thread (the app's lifespan startup)."""
+        self._thread = threading.Thread(
+            target=self._run, name="nb2prod-prediction-log", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Drain the queue, then publish the open file (the app's lifespan shutdown)."""
+        with self._lock:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                # The sink is stuck: closing it from here would race with the writer.
+                logger.warning("the prediction log writer did not finish in %g s", timeout)
+                return
+        self._sink.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending and not self._stopping:
+                    self._wake.wait(timeout=1.0)
+                batch = list(self._pending)
+                self._pending.clear()
+                self._queued_rows = 0
+                stopping = self._stopping
+            self._write(batch)
+            try:
+                self._sink.tick()
+            except Exception:
+                logger.exception("the prediction log could not rotate its file")
+            if stopping and not batch:
+                return
+
+    def _write(self, batch: list[_Pending]) -> None:
+        for item in batch:
+            rows = len(item.values)
+            try:
+                self._sink.write(self._record(item))
+            except Exception:
+                logger.exception("a prediction log record could not be written")
+                self.dropped.inc(rows)
+                continue
+            self.rows.inc(rows)
+        if batch:
+            try:
+                self._sink.flush()
+            except Exception:
+                logger.exception("the prediction log could not be flushed")
+
+    def _record(self, item: _Pending) -> dict[str, Any]:
+        inputs = [
+            {name: _plain(row[pos]) for pos, name in self._kept} for row in item.values.tolist()
+        ]
+        stamp = dt.datetime.fromtimestamp(item.created, tz=dt.timezone.utc).isoformat()
+        return {
+            "request_id": item.request_id,
+            "timestamp": stamp,
+            **self._static,
+            "rows": len(inputs),
+            "row_offset": 0,
+            "inputs": inputs,
+            "predictions": _plain(item.predictions),
+        }
+
+
+def install_prediction_log(
+    app: FastAPI, card: ModelCard, env: Mapping[str, str] | None = None
+) -> PredictionLog | None:
+    """Hook the prediction log into ``/predict`` (and /pubsub, which shares the hooks).
+
+    Sets ``app.state.prediction_log`` (None when the sample rate is 0); the lifespan starts and
+    stops it. A bad setting stops the service from starting, with one ERROR line naming it.
+    """
+    app.state.prediction_log = None
+    try:
+        settings = PredictionLogSettings.from_env(
+            env, getattr(card, "sensitive_columns", None) or ()
+        )
+        if settings.sample == 0.0:
+            logger.info("prediction log off (%s=0)", ENV_SAMPLE)
+            return None
+        sink: Sink = (
+            FileSink(settings.destination, settings.rotate_bytes, settings.rotate_seconds)
+            if settings.destination
+            else StdoutSink()
+        )
+    except PredictionLogError as err:
+        logger.error("refusing to start: %s", err)
+        raise
+    names = {str(column["name"]) for column in card.input_schema["columns"]}
+    unknown = sorted(settings.sensitive - names)
+    if unknown:
+        logger.warning("sensitive columns %s are not input columns of this model", unknown)
+    log = PredictionLog(settings, sink, card, app.state.metrics.registry)
+    app.state.after_predict.append(log.after_predict)
+    app.state.prediction_log = log
+    logger.info(
+        "prediction log: %s of requests to %s%s",
+        f"{settings.sample:.0%}",
+        settings.destination or "stdout",
+        f", without {sorted(settings.sensitive)}" if settings.sensitive else "",
+    )
+    return log

@@ -1,0 +1,142 @@
+"""The prediction log's settings, records and file sink, in process (the service tests are in
+tests/integration/test_prediction_log.py).
+
+- Each NB2PROD_PREDICTION_LOG* variable is parsed or refused with a message naming it.
+- Sensitive columns: the union of the card's and NB2PROD_SENSITIVE_COLUMNS.
+- The file sink publishes complete files only, under sortable unique names, rotating by size;
+  an fsspec URL (file://) goes through the same publish step.
+- Cells become JSON: NaN and NaT are null, times ISO 8601, numpy scalars plain numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nb2prod.runtime.prediction_log import (
+    PredictionLogError,
+    PredictionLogSettings,
+    _plain,
+    bounded_text,
+)
+from nb2prod.runtime.prediction_log_sinks import FileSink
+
+
+def test_defaults_log_every_request_to_stdout() -> None:
+    settings = PredictionLogSettings.from_env({})
+    assert settings.sample == 1.0
+    assert settings.destination == ""
+    assert settings.sensitive == frozenset()
+    assert settings.max_queued_rows == 100_000
+
+
+def test_settings_are_read_from_the_environment() -> None:
+    settings = PredictionLogSettings.from_env(
+        {
+            "NB2PROD_PREDICTION_LOG_SAMPLE": " 0.25 ",
+            "NB2PROD_PREDICTION_LOG": "/var/log/predictions",
+            "NB2PROD_PREDICTION_LOG_QUEUE_ROWS": "10",
+            "NB2PROD_PREDICTION_LOG_ROTATE_BYTES": "2048",
+            "NB2PROD_PREDICTION_LOG_ROTATE_SECONDS": "1.5",
+            "NB2PROD_SENSITIVE_COLUMNS": "ssn, email,,",
+        },
+        card_sensitive=["email", "phone"],
+    )
+    assert settings.sample == 0.25
+    assert settings.destination == "/var/log/predictions"
+    assert settings.max_queued_rows == 10
+    assert settings.rotate_bytes == 2048
+    assert settings.rotate_seconds == 1.5
+    assert settings.sensitive == {"ssn", "email", "phone"}
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "half", "nan", "inf"])
+def test_a_sample_rate_outside_0_to_1_is_refused(value: str) -> None:
+    with pytest.raises(PredictionLogError, match="NB2PROD_PREDICTION_LOG_SAMPLE"):
+        PredictionLogSettings.from_env({"NB2PROD_PREDICTION_LOG_SAMPLE": value})
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "ten", "1.5"])
+def test_a_queue_size_that_is_not_a_positive_integer_is_refused(value: str) -> None:
+    with pytest.raises(PredictionLogError, match="NB2PROD_PREDICTION_LOG_QUEUE_ROWS"):
+        PredictionLogSettings.from_env({"NB2PROD_PREDICTION_LOG_QUEUE_ROWS": value})
+
+
+def test_the_edges_of_the_sample_rate_are_accepted() -> None:
+    assert PredictionLogSettings.from_env({"NB2PROD_PREDICTION_LOG_SAMPLE": "0"}).sample == 0
+    assert PredictionLogSettings.from_env({"NB2PROD_PREDICTION_LOG_SAMPLE": "1"}).sample == 1
+
+
+def test_cells_become_plain_json() -> None:
+    when = pd.Timestamp("2024-03-01 12:30:00", tz="UTC")
+    cells = [np.float64(1.5), np.int64(3), math.nan, math.inf, None, pd.NaT, when, "x", True]
+    assert _plain(cells) == [1.5, 3, None, None, None, None, "2024-03-01T12:30:00+00:00", "x", True]
+    assert _plain(dt.date(2024, 1, 2)) == "2024-01-02"
+    json.dumps(_plain(cells), allow_nan=False)  # strict JSON: no NaN token
+
+
+def test_long_text_is_cut_with_its_length() -> None:
+    assert bounded_text("short") == "short"
+    cut = bounded_text("a" * 5_000_000)
+    assert len(cut) <= 1024 and cut.endswith("...[5000000 chars]")
+
+
+def _records(folder: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for f in sorted(folder.glob("*.jsonl")) for line in f.open()]
+
+
+def test_the_file_sink_publishes_complete_files_in_order(tmp_path: Path) -> None:
+    sink = FileSink(str(tmp_path / "log"), rotate_bytes=200, rotate_seconds=3600)
+    written = [{"request_id": f"r{i}", "rows": 1, "pad": "x" * 50} for i in range(10)]
+    for record in written[:5]:
+        sink.write(record)
+    sink.flush()
+    # Only finished files are visible; the one being written is hidden.
+    visible = sorted(p.name for p in (tmp_path / "log").glob("*.jsonl"))
+    hidden = [p.name for p in (tmp_path / "log").iterdir() if p.name.startswith(".")]
+    assert len(visible) >= 1 and len(hidden) == 1 and hidden[0].endswith(".jsonl.tmp")
+    for record in written[5:]:
+        sink.write(record)
+    sink.close()
+    names = sorted(p.name for p in (tmp_path / "log").iterdir())
+    pattern = rf"predictions-\d{{8}}T\d{{6}}\.\d{{6}}Z-{os.getpid()}-\d{{5}}\.jsonl"
+    assert all(re.fullmatch(pattern, name) for name in names), names
+    assert len(names) >= 3, names  # 10 records of ~80 bytes, rotated at 200 bytes
+    assert _records(tmp_path / "log") == written  # name order is write order, none lost
+
+
+def test_the_file_sink_rotates_by_age(tmp_path: Path) -> None:
+    sink = FileSink(str(tmp_path), rotate_bytes=1 << 20, rotate_seconds=0.01)
+    sink.write({"request_id": "a", "rows": 1})
+    time.sleep(0.02)
+    sink.tick()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert _records(tmp_path) == [{"request_id": "a", "rows": 1}]
+    sink.close()  # nothing open: nothing more published
+    assert len(list(tmp_path.glob("*.jsonl"))) == 1
+
+
+def test_an_fsspec_url_is_uploaded_whole(tmp_path: Path) -> None:
+    pytest.importorskip("fsspec")
+    target = tmp_path / "bucket" / "predictions"
+    target.mkdir(parents=True)
+    sink = FileSink(f"local://{target}", rotate_bytes=1 << 20, rotate_seconds=3600)
+    sink.write({"request_id": "a", "rows": 1})
+    assert list(target.iterdir()) == []  # staged elsewhere until published
+    sink.close()
+    assert _records(target) == [{"request_id": "a", "rows": 1}]
+
+
+def test_an_unknown_url_scheme_is_refused_clearly(tmp_path: Path) -> None:
+    pytest.importorskip("fsspec")
+    with pytest.raises(PredictionLogError, match="NB2PROD_PREDICTION_LOG=nosuch://x"):
+        FileSink("nosuch://x", rotate_bytes=1, rotate_seconds=1)
