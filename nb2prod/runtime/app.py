@@ -44,6 +44,7 @@ from .metadata import public_metadata, relative_notebook_path
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from .middleware import PredictRoute, RequestContextMiddleware
 from .monitoring.api import install_monitoring
+from .prediction_log import install_prediction_log
 from .pubsub import install_pubsub
 from .request_body import BodyError, PredictBodyParser, build_request_models
 
@@ -117,6 +118,7 @@ def create_app(
     app.state.metrics = metrics
     # Monitoring: an after_predict hook, /monitoring/drift and /feedback.
     install_monitoring(app, card, metrics.registry, model_code)
+    install_prediction_log(app, card)  # after_predict hook; app.state.prediction_log
     app.description += "\n\n" + _limits_description(limits)
     # Added first, so it runs inside the request context: a 413 is logged and counted too.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
@@ -168,10 +170,14 @@ def _lifespan(
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         if app.state.monitor is not None:
             app.state.monitor.start()  # drift checks, off the request path
+        if app.state.prediction_log is not None:
+            app.state.prediction_log.start()
         yield
         logger.info("shutting down")
         if app.state.monitor is not None:
             app.state.monitor.stop()
+        if app.state.prediction_log is not None:
+            app.state.prediction_log.stop()  # drain the queue, publish the open file
 
     return lifespan
 
