@@ -116,9 +116,11 @@ def batch(
             hint="Build it first: nb2prod build NOTEBOOK --no-docker -o DIR.",
         )
     build.card()  # an old or hand-edited card: one clear error here
-    if not (directory / "nb2prod_runtime" / "batch.py").is_file():
+    needed = "spark_batch.py" if engine == "spark" else "batch.py"
+    if not (directory / "nb2prod_runtime" / needed).is_file():
         raise ConfigError(
-            f"{directory} was built by an nb2prod without batch scoring",
+            f"{directory} was built by an nb2prod without "
+            + ("--engine spark" if engine == "spark" else "batch scoring"),
             hint="Rebuild it with this nb2prod (nb2prod build NOTEBOOK -o DIR).",
         )
     command = [sys.executable, "-m", "nb2prod_runtime.batch", input_spec, "-o", output]

@@ -44,8 +44,11 @@ __all__ = [
     "commit",
     "exists",
     "on_signal",
+    "raise_pending",
     "refuse_to_overwrite",
     "remove",
+    "signal_pending",
+    "signals_deferred",
     "staged_path",
     "staging_folder",
     "uninterrupted",
@@ -62,38 +65,54 @@ class Interrupted(BaseException):
         self.committed = committed
 
 
-_pending: list[int] = []  # exit codes of signals that came while a commit ran
-_committing = False
+_pending: list[int] = []  # exit codes of signals that came while they were deferred
+_deferring = 0  # how many signals_deferred() blocks are open
 
 
 def on_signal(signum: int, frame: FrameType | None) -> None:
-    """The run's SIGINT/SIGTERM handler: raise Interrupted, or wait for the commit to end."""
+    """The run's SIGINT/SIGTERM handler: raise Interrupted, or record it while deferred."""
     # A second signal must not cut short the cleanup the first one starts.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     code = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
-    if _committing:
+    if _deferring:
         _pending.append(code)
         return
     raise Interrupted(code)
 
 
 @contextlib.contextmanager
-def uninterrupted() -> Iterator[None]:
-    """Signals wait until the block (the commit) ends, then raise Interrupted(committed=True).
+def signals_deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM are recorded, not raised, while the block runs (see raise_pending).
 
     A flag the handler reads, not ``signal.pthread_sigmask``: Python runs handlers in the
-    main thread whichever thread the kernel chose, and gcsfs uploads from an I/O thread of
-    its own that a mask set in the main thread doesn't cover.
+    main thread whichever thread the kernel chose, and gcsfs and Spark work in threads of
+    their own that a mask set in the main thread doesn't cover.
     """
-    global _committing
-    _committing = True
+    global _deferring
+    _deferring += 1
     try:
         yield
     finally:
-        _committing = False
+        _deferring -= 1
+
+
+def signal_pending() -> bool:
+    return bool(_pending)
+
+
+def raise_pending(committed: bool = False) -> None:
+    """Raise Interrupted for a signal that came while signals were deferred."""
     if _pending:
-        raise Interrupted(_pending[0], committed=True)
+        raise Interrupted(_pending[0], committed=committed)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Signals wait until the block (the commit) ends, then raise Interrupted(committed=True)."""
+    with signals_deferred():
+        yield
+    raise_pending(committed=True)
 
 
 # --- where files go ---------------------------------------------------------------------------
