@@ -311,3 +311,71 @@ def test_json_summary_stays_clean_when_the_notebook_prints(tmp_path: Path) -> No
     assert_same_predictions(
         [2.0, 4.0, 6.0], list(pd.read_csv(tmp_path / "scored.csv")["prediction"])
     )
+
+
+def test_parquet_output_widens_a_keep_column_the_first_chunks_left_empty_or_integer(
+    built: Path, rows: list[dict[str, Any]], expected: list[Any], tmp_path: Path
+) -> None:
+    """Parquet fixes its schema at the first chunk; later chunks may type what it left null
+    (text from row 11) or hold fractions where it held integers (from row 21)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = with_ids(rows)
+    notes = [None] * 10 + [f"n{i}" for i in range(10, ROWS)]
+    frame["note"] = notes
+    frame["score"] = [str(i) for i in range(20)] + [f"{i}.5" for i in range(20, ROWS)]
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    result = batch(
+        built, "in.csv", "-o", "out.parquet", "--keep", "id,note,score", "--chunk-rows", "10",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(tmp_path / "out.parquet")
+    note = table.schema.field("note").type
+    assert pa.types.is_string(note) or pa.types.is_large_string(note)  # (pandas 3: large)
+    assert table.schema.field("score").type == pa.float64()
+    assert table.column("note").to_pylist() == notes
+    assert table.column("score").to_pylist() == [float(v) for v in frame["score"]]
+    assert_same_predictions(expected, table.column("prediction").to_pylist())
+    card = json.loads((built / "model" / "model_card.json").read_text())
+    assert table.schema.metadata[b"nb2prod.model_version"].decode() == card["model_version"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.csv", "out.parquet", "out.parquet.nb2prod.json"
+    ]  # fmt: skip
+
+
+COMMIT_SIGNALLED = """
+import os, signal, sys
+from nb2prod_runtime import batch, batch_run
+
+commit = batch_run.commit
+
+def signalled(staged, where):
+    if str(where).endswith(".nb2prod.json"):  # the first commit step: SIGTERM lands now
+        os.kill(os.getpid(), signal.SIGTERM)
+    commit(staged, where)
+
+batch_run.commit = signalled
+sys.exit(batch.main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_during_the_commit_waits_for_it_and_says_the_output_was_written(
+    built: Path, rows: list[dict[str, Any]], expected: list[Any], tmp_path: Path
+) -> None:
+    with_ids(rows).to_csv(tmp_path / "in.csv", index=False)
+    command = [sys.executable, "-c", COMMIT_SIGNALLED, "in.csv", "-o", "out.csv", "--keep", "id"]
+    result = subprocess.run(
+        command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(built)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 143, result.stderr
+    assert "out.csv was written in full" in result.stderr and "Traceback" not in result.stderr
+    assert_same_predictions(expected, list(pd.read_csv(tmp_path / "out.csv")["prediction"]))
+    assert json.loads((tmp_path / "out.csv.nb2prod.json").read_text())["rows_scored"] == ROWS
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.csv",
+        "out.csv",
+        "out.csv.nb2prod.json",
+    ]
