@@ -97,7 +97,7 @@ class PredictionLogSettings:
         sample = _number(env, ENV_SAMPLE, defaults.sample, float)
         if not 0.0 <= sample <= 1.0:
             raise PredictionLogError(
-                f"{ENV_SAMPLE}={env[ENV_SAMPLE]!r} is not a fraction between 0 and 1 "
+                f"{ENV_SAMPLE}={env[ENV_SAMPLE].strip()} is not a fraction between 0 and 1 "
                 "(1 logs every request, 0.1 one in ten, 0 none)"
             )
         named = {name.strip() for name in env.get(ENV_SENSITIVE, "").split(",")}
@@ -118,16 +118,16 @@ def _number(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
     try:
         value = kind(raw)
     except ValueError as err:
-        raise PredictionLogError(f"{name}={raw!r} is not a {kind.__name__}") from err
+        raise PredictionLogError(f"{name}={raw} is not a {kind.__name__}") from err
     if isinstance(value, float) and not math.isfinite(value):
-        raise PredictionLogError(f"{name}={raw!r} is not a finite number")
+        raise PredictionLogError(f"{name}={raw} is not a finite number")
     return value
 
 
 def _positive(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
     value = _number(env, name, default, kind)
     if value <= 0:
-        raise PredictionLogError(f"{name}={env[name]!r} must be greater than 0")
+        raise PredictionLogError(f"{name}={env[name].strip()} must be greater than 0")
     return value
 
 
