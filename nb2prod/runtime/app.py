@@ -6,7 +6,9 @@ of the model card, ``metadata.py``) and ``GET /metrics`` (Prometheus).
 
 Extension point (monitoring): ``app.state.after_predict`` is a list of hooks called after
 every successful prediction as ``hook(frame, predictions, request_id)``, with the raw request frame
-(schema columns and dtypes, before preprocessing) and the JSON-ready predictions. Hooks run on the
+(schema columns and dtypes, before preprocessing) and the JSON-ready predictions. When concurrent
+requests are predicted together (``batcher.py``), each request still gets its own call with its
+own rows, or one call for the batch for a :class:`~.batcher.BatchAwareHook`. Hooks run on the
 request path, so they must be cheap (queue heavy work); an exception in a hook is logged and never
 fails the request. ``app.state.predictor`` holds the loaded :class:`~.loader.Predictor`.
 
@@ -36,7 +38,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from .admin import admin_guard
-from .batcher import Batcher, BatchingError, BatchingMode, batching_mode
+from .batcher import BatchAwareHook, Batcher, BatchingError, BatchingMode, batching_mode
 from .limits import BodyLimitMiddleware, Limits
 from .loader import Predictor, load_card
 from .logs import configure_logging
@@ -385,26 +387,31 @@ def _predict_requests(
     if len(requests) == 1:
         _run_hooks(hooks, frame, predictions, requests[0][1])
         return [predictions]
-    answers, start = [], 0
+    spans, start = [], 0
     for request_rows, request_id in requests:
-        end = start + len(request_rows)
-        answers.append(predictions[start:end])
-        if hooks:
-            own = frame.iloc[start:end].reset_index(drop=True)
-            _run_hooks(hooks, own, answers[-1], request_id)
-        start = end
+        spans.append((request_id, start, start + len(request_rows)))
+        start += len(request_rows)
+    answers = [predictions[start:end] for _, start, end in spans]
+    for hook in hooks:
+        if isinstance(hook, BatchAwareHook):
+            _run_hooks([hook.batch], frame, predictions, spans)  # type: ignore[list-item]
+            continue
+        for (request_id, start, end), own in zip(spans, answers, strict=True):
+            rows = frame.iloc[start:end].reset_index(drop=True)
+            _run_hooks([hook], rows, own, request_id)
     return answers
 
 
 def _run_hooks(
-    hooks: list[AfterPredictHook], frame: pd.DataFrame, predictions: list[Any], request_id: str
+    hooks: list[AfterPredictHook], frame: pd.DataFrame, predictions: list[Any], request: Any
 ) -> None:
+    """Call each hook; one that raises is logged, never fails the request. ``request`` is the
+    request id (a batch-aware hook's ``batch``: the requests' spans)."""
     for hook in hooks:
         try:
-            hook(frame, predictions, request_id)
+            hook(frame, predictions, request)
         except Exception:
+            ids = [span[0] for span in request] if isinstance(request, list) else request
             logger.exception(
-                "after_predict hook %r failed",
-                hook,
-                extra={"json_fields": {"requestId": request_id}},
+                "after_predict hook %r failed", hook, extra={"json_fields": {"requestId": ids}}
             )

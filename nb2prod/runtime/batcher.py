@@ -36,6 +36,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_MAX_ROWS",
     "DEFAULT_MAX_WAIT_MS",
+    "BatchAwareHook",
     "Batcher",
     "BatchingError",
     "BatchingMode",
@@ -53,6 +54,27 @@ MAX_WAIT_ENV = "NB2PROD_BATCH_MAX_WAIT_MS"
 Rows = Sequence[Sequence[Any]]
 #: ``predict_many([(rows, request_id), ...])`` -> the predictions of each request, in order.
 PredictMany = Callable[[list[tuple[Rows, str]]], list[list[Any]]]
+
+
+#: ``(request_id, start, end)``: one request's rows in a micro-batch's frame.
+Span = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class BatchAwareHook:
+    """An after_predict hook that also takes a whole micro-batch in one call.
+
+    Called as ``hook(frame, predictions, request_id)`` for one request, like any hook; for
+    requests predicted together the app calls ``hook.batch(frame, predictions, spans)``
+    once instead of slicing the frame for each request (a slice costs ~50 us, a request at
+    concurrency 32 about 200 us in all).
+    """
+
+    each: Callable[[Any, list[Any], str], None]
+    batch: Callable[[Any, list[Any], Sequence[Span]], None]
+
+    def __call__(self, frame: Any, predictions: list[Any], request_id: str) -> None:
+        self.each(frame, predictions, request_id)
 
 
 class BatchingError(RuntimeError):

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
 from ..admin import admin_guard
+from ..batcher import BatchAwareHook
 from ..card import ModelCard
 from ..limits import Limits
 from ..request_body import BodyError, decode_json
@@ -81,7 +82,8 @@ def install_monitoring(
         except WebhookURLError as err:
             logger.error("%s", err)
             raise
-        app.state.after_predict.append(monitor.after_predict)
+        hook = BatchAwareHook(monitor.after_predict, monitor.after_predict_batch)
+        app.state.after_predict.append(hook)
     app.state.monitor = monitor
     app.include_router(_router(monitor))
     return monitor

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import ModuleType
@@ -192,6 +192,14 @@ class Monitor:
 
         O(1) for all-number inputs; O(text cells) otherwise, to cut long client strings.
         """
+        self.after_predict_batch(frame, predictions, ((request_id, 0, len(predictions)),))
+
+    def after_predict_batch(
+        self, frame: pd.DataFrame, predictions: list[Any], spans: Sequence[tuple[str, int, int]]
+    ) -> None:
+        """:meth:`after_predict` for several requests predicted together (micro-batching):
+        the rows are appended once, and each request's predictions remembered under its id.
+        ``spans`` are ``(request_id, start, end)`` row ranges of ``frame``."""
         if self._float_rows:
             values = frame.to_numpy()
         else:
@@ -203,8 +211,9 @@ class Monitor:
                         column[row] = bounded_text(value)
         self._enqueue(values, predictions)
         if self._remember:
-            self.store.remember(request_id, predictions)
-        self._requests += 1
+            for request_id, start, end in spans:
+                self.store.remember(request_id, predictions[start:end])
+        self._requests += len(spans)
         if self._requests >= self._next_check:
             self._next_check = self._requests + self.settings.every_requests
             self._wake.set()
