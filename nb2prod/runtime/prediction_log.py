@@ -38,6 +38,7 @@ import pandas as pd
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
 
+from .batcher import BatchAwareHook
 from .card import ModelCard
 from .prediction_log_sinks import (
     ENV_SINK,
@@ -223,9 +224,18 @@ class PredictionLog:
     # -- the request path ------------------------------------------------------------------
     def after_predict(self, frame: pd.DataFrame, predictions: list[Any], request_id: str) -> None:
         """Sample, then queue the request's values; never blocks (a full queue drops)."""
-        if self.settings.sample < 1.0 and random.random() >= self.settings.sample:  # noqa: S311
+        self.after_predict_batch(frame, predictions, ((request_id, 0, len(frame)),))
+
+    def after_predict_batch(
+        self, frame: pd.DataFrame, predictions: list[Any], spans: Sequence[tuple[str, int, int]]
+    ) -> None:
+        """:meth:`after_predict` for requests predicted together (micro-batching): the frame
+        is read once, and each request is sampled and queued with its own rows and id.
+        ``spans`` are ``(request_id, start, end)`` row ranges of ``frame``."""
+        sample = self.settings.sample
+        kept = [span for span in spans if sample >= 1.0 or random.random() < sample]  # noqa: S311
+        if not kept:
             return
-        rows = len(frame)
         # Values, not the frame: a held frame is many objects for the garbage collector to walk;
         # all-float inputs are one block whose to_numpy() is a view.
         if self._float_rows:
@@ -237,17 +247,20 @@ class PredictionLog:
                 for row, value in enumerate(column):
                     if type(value) is str and len(value) > MAX_TEXT_CHARS:
                         column[row] = bounded_text(value)
-        item = _Pending(values, predictions, request_id, time.time())
+        now = time.time()
+        dropped = 0
         with self._lock:
-            if self._queued_rows + rows > self.settings.max_queued_rows:
-                full = True
-            else:
-                full = False
+            for request_id, start, end in kept:
+                rows = end - start
+                if self._queued_rows + rows > self.settings.max_queued_rows:
+                    dropped += rows
+                    continue
+                item = _Pending(values[start:end], predictions[start:end], request_id, now)
                 self._pending.append(item)
                 self._queued_rows += rows
-                self._wake.notify()
-        if full:
-            self.dropped.inc(rows)
+            self._wake.notify()
+        if dropped:
+            self.dropped.inc(dropped)
 
     # -- the writer thread -----------------------------------------------------------------
     def start(self) -> None:
@@ -348,7 +361,7 @@ def install_prediction_log(
     if unknown:
         logger.warning("sensitive columns %s are not input columns of this model", unknown)
     log = PredictionLog(settings, sink, card, app.state.metrics.registry)
-    app.state.after_predict.append(log.after_predict)
+    app.state.after_predict.append(BatchAwareHook(log.after_predict, log.after_predict_batch))
     app.state.prediction_log = log
     logger.info(
         "prediction log: %s of requests to %s%s",
