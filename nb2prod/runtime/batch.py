@@ -122,29 +122,7 @@ def main(argv: Sequence[str] | None = None, loaded: Callable[[], Predictor] | No
         parser.error("--master applies to --engine spark only")
     if args.model_dir and spark:
         parser.error("--model-dir applies to the pandas engine; Spark scores the whole build")
-    keep = tuple(c.strip() for value in args.keep for c in value.split(",") if c.strip())
-    options = BatchOptions(
-        inputs=args.input,
-        output=args.output,
-        fmt=args.format,
-        output_format=args.output_format,
-        keep=keep,
-        chunk_rows=args.chunk_rows,
-        rejects=args.rejects,
-        force=args.force,
-        quiet=args.quiet or args.json,
-    )
-    shard = None if spark else _task_shard()  # (Spark splits the input itself)
-    if shard is not None:
-        # Each task writes its own output (and rejects), named by its index; a retried task
-        # replaces only its own, and only what nb2prod batch wrote there.
-        options = replace(
-            options,
-            output=shard_name(options.output, *shard),
-            rejects=None if options.rejects is None else shard_name(options.rejects, *shard),
-            force=True,
-            shard=shard,
-        )
+    options = _options(args, spark)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if options.chunk_rows < 1:
@@ -187,6 +165,34 @@ def main(argv: Sequence[str] | None = None, loaded: Callable[[], Predictor] | No
             f"(model {summary.model_version}){rejected}"
         )
     return EXIT_OK
+
+
+def _options(args: argparse.Namespace, spark: bool) -> BatchOptions:
+    """The run's options from the command line, named for its task in a Cloud Run Job."""
+    keep = tuple(c.strip() for value in args.keep for c in value.split(",") if c.strip())
+    options = BatchOptions(
+        inputs=args.input,
+        output=args.output,
+        fmt=args.format,
+        output_format=args.output_format,
+        keep=keep,
+        chunk_rows=args.chunk_rows,
+        rejects=args.rejects,
+        force=args.force,
+        quiet=args.quiet or args.json,
+    )
+    shard = None if spark else _task_shard()  # (Spark splits the input itself)
+    if shard is None:
+        return options
+    # Each task writes its own output (and rejects), named by its index; a retried task
+    # replaces only its own, and only what nb2prod batch wrote there.
+    return replace(
+        options,
+        output=shard_name(options.output, *shard),
+        rejects=None if options.rejects is None else shard_name(options.rejects, *shard),
+        force=True,
+        shard=shard,
+    )
 
 
 def _task_shard() -> tuple[int, int] | None:

@@ -4,7 +4,8 @@ every engine of ``nb2prod batch`` shares: its options, its summary, its errors.
 
 A URL stays a ``str`` (a ``Path`` would fold its "//"); a local path is a ``Path``. fsspec and
 its backends (gcsfs for gs://) are imported only when a URL is used: the serving image has
-none of them (a Cloud Run Job mounts its bucket as a volume instead).
+none of them (a Cloud Run Job mounts its bucket as a volume instead). (A little over 400
+lines: each reader opens a path or a URL alike, so splitting them would split that too.)
 """
 
 from __future__ import annotations

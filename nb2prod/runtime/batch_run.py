@@ -158,20 +158,12 @@ def _score_and_commit(
     out = Writer(staged_path(options.output, staging), summary.format, metadata)
     rejects = Writer(staged_path(rejects_path, staging), "csv", {})
     sidecar = staged_path(sidecar_path(options.output), staging)
-    needed = [*validator.names, *options.keep]
     progress = Progress(options.quiet)
-    started = time.perf_counter()
-    columns: list[str] = list(options.keep)
     done: list[Where] = []  # committed so far
     try:
-        for path in files:
-            for chunk in read_chunks(
-                path, formats[path], options.chunk_rows, needed, validator.text_columns
-            ):
-                columns = _score_chunk(predictor, validator, chunk, options, out, rejects, summary)
-                progress.update(summary)
-        summary.seconds = round(time.perf_counter() - started, 3)
-        summary.rows_per_second = round(summary.rows_in / max(summary.seconds, 1e-9), 1)
+        columns = _score_all(
+            predictor, validator, files, formats, options, (out, rejects), summary, progress
+        )
         if summary.rows_scored + summary.rows_rejected != summary.rows_in:
             raise BatchError(
                 f"rows don't add up: {summary.rows_in} read, {summary.rows_scored} scored, "
@@ -206,6 +198,31 @@ def _score_and_commit(
                 for where in done:
                     remove(where)
     progress.update(summary, final=True)
+
+
+def _score_all(
+    predictor: Predictor,
+    validator: Validator,
+    files: list[Where],
+    formats: dict[Where, str],
+    options: BatchOptions,
+    writers: tuple[Writer, Writer],
+    summary: BatchSummary,
+    progress: Progress,
+) -> list[str]:
+    """Every file's chunks scored into the (output, rejects) writers; the output's columns."""
+    needed = [*validator.names, *options.keep]
+    started = time.perf_counter()
+    columns: list[str] = list(options.keep)
+    for path in files:
+        for chunk in read_chunks(
+            path, formats[path], options.chunk_rows, needed, validator.text_columns
+        ):
+            columns = _score_chunk(predictor, validator, chunk, options, *writers, summary)
+            progress.update(summary)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    summary.rows_per_second = round(summary.rows_in / max(summary.seconds, 1e-9), 1)
+    return columns
 
 
 def _write_error(err: OSError, output: Where) -> BatchError:
