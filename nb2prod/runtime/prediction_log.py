@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from .batcher import BatchAwareHook
 from .card import ModelCard
+from .monitoring.profile import frame_values
 from .prediction_log_sinks import (
     ENV_SINK,
     LOG_LABEL,
@@ -238,15 +239,9 @@ class PredictionLog:
             return
         # Values, not the frame: a held frame is many objects for the garbage collector to walk;
         # all-float inputs are one block whose to_numpy() is a view.
-        if self._float_rows:
-            values = frame.to_numpy()
-        else:
-            values = frame.to_numpy(dtype=object)  # a copy: cutting texts leaves the frame be
-            for pos in self._text_columns:
-                column = values[:, pos]
-                for row, value in enumerate(column):
-                    if type(value) is str and len(value) > MAX_TEXT_CHARS:
-                        column[row] = bounded_text(value)
+        values = frame_values(
+            frame, self._float_rows, self._text_columns, MAX_TEXT_CHARS, bounded_text
+        )
         now = time.time()
         dropped = 0
         with self._lock:

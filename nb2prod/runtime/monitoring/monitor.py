@@ -39,7 +39,7 @@ from .alerts import DriftAlerts, WebhookSettings
 from .drift import Thresholds, compare, judge
 from .feedback import LiveQuality, PredictionStore, known_classes, parse_feedback
 from .metrics import MonitorMetrics
-from .profile import MAX_LEVEL_CHARS, bounded_text, level_key, numeric_values
+from .profile import frame_values, level_key, numeric_values
 
 __all__ = ["Monitor", "MonitorSettings", "monitoring_enabled"]
 
@@ -200,15 +200,7 @@ class Monitor:
         """:meth:`after_predict` for several requests predicted together (micro-batching):
         the rows are appended once, and each request's predictions remembered under its id.
         ``spans`` are ``(request_id, start, end)`` row ranges of ``frame``."""
-        if self._float_rows:
-            values = frame.to_numpy()
-        else:
-            values = frame.to_numpy(dtype=object)  # a copy: cutting texts leaves the frame be
-            for position in self._text_columns:
-                column = values[:, position]
-                for row, value in enumerate(column):
-                    if type(value) is str and len(value) > MAX_LEVEL_CHARS:
-                        column[row] = bounded_text(value)
+        values = frame_values(frame, self._float_rows, self._text_columns)
         self._enqueue(values, predictions)
         if self._remember:
             for request_id, start, end in spans:

@@ -26,7 +26,7 @@ Per column (and for the predictions):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,29 @@ _PREFIX_CHARS = 40
 _QUANTILES = np.linspace(0.1, 0.9, 9)
 _NUMERIC_KINDS = {"number", "integer"}
 _CATEGORICAL_KINDS = {"string", "category", "boolean"}
+
+
+def frame_values(
+    frame: pd.DataFrame,
+    float_rows: bool,
+    text_columns: Sequence[int],
+    limit: int = MAX_LEVEL_CHARS,
+    bound: Callable[[str], str] | None = None,
+) -> np.ndarray:
+    """A request frame's values, to queue off the request path: a view for all-float inputs
+    (one block); otherwise an object copy whose strings longer than ``limit`` in
+    ``text_columns`` are cut by ``bound`` (default :func:`bounded_text`), so that a client's
+    10 MB cell is never kept. O(text cells), never O(text length)."""
+    if float_rows:
+        return frame.to_numpy()
+    cut = bound or bounded_text
+    values = frame.to_numpy(dtype=object)  # a copy: cutting texts leaves the frame be
+    for position in text_columns:
+        column = values[:, position]
+        for row, value in enumerate(column):
+            if type(value) is str and len(value) > limit:
+                column[row] = cut(value)
+    return values
 
 
 def bounded_text(text: str) -> str:
