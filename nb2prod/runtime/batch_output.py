@@ -175,6 +175,9 @@ def staged_path(where: Where, staging: Path | None) -> Path:
     """Where ``where`` is written until its commit: beside it on a local disk (so the rename
     is atomic), in the staging folder for a URL."""
     if isinstance(where, Path):
+        # A new folder for the output is made, as a bucket mounted in a Cloud Run Job needs:
+        # a prefix there exists only once an object is under it.
+        where.parent.mkdir(parents=True, exist_ok=True)
         return partial_path(where)
     assert staging is not None, "a URL target needs a staging folder"
     return staging / name_of(where)

@@ -74,7 +74,7 @@ def test_batch_predicts_what_the_notebook_and_the_service_predict(
         "jsonl": lambda: frame.to_json(source, orient="records", lines=True),
         "parquet": lambda: frame.to_parquet(source, index=False),
     }[fmt]()
-    output = tmp_path / f"scored.{fmt}"
+    output = tmp_path / "scores" / "today" / f"scored.{fmt}"  # folders made as needed
     result = batch(built, source, "-o", output, "--keep", "id", "--chunk-rows", "7", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     scored = {
@@ -102,7 +102,9 @@ def test_batch_predicts_what_the_notebook_and_the_service_predict(
 
         metadata = pq.read_schema(output).metadata
         assert metadata[b"nb2prod.model_version"].decode() == card["model_version"]
-    assert not (tmp_path / "scored.rejects.csv").exists()  # no reject, no rejects file
+    assert sorted(p.name for p in output.parent.iterdir()) == sorted(
+        [output.name, f"{output.name}.nb2prod.json"]
+    )  # no reject, no rejects file, nothing left over
 
 
 def test_bad_rows_are_rejected_with_their_row_and_reason_and_the_run_goes_on(
