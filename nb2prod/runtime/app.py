@@ -355,10 +355,7 @@ def _batcher(app: FastAPI, mode: BatchingMode) -> Batcher | None:
     metrics: ServiceMetrics = app.state.metrics
 
     def predict_many(requests: list[tuple[Sequence[Sequence[Any]], str]]) -> list[list[Any]]:
-        predictor: Predictor = app.state.predictor
-        if len(requests) == 1:
-            return [_predict_rows(app, predictor, *requests[0])]
-        return _predict_requests(app, predictor, requests)
+        return _predict_requests(app, app.state.predictor, requests)
 
     return Batcher(predict_many, mode, metrics.observe_batch)
 
@@ -397,8 +394,8 @@ def _predict_requests(
             _run_hooks([hook.batch], frame, predictions, spans)  # type: ignore[list-item]
             continue
         for (request_id, start, end), own in zip(spans, answers, strict=True):
-            rows = frame.iloc[start:end].reset_index(drop=True)
-            _run_hooks([hook], rows, own, request_id)
+            own_rows = frame.iloc[start:end].reset_index(drop=True)
+            _run_hooks([hook], own_rows, own, request_id)
     return answers
 
 

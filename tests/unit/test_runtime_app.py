@@ -732,3 +732,35 @@ def test_real_uvicorn_server(function_build: Build, tmp_path: Path) -> None:
     assert access["httpRequest"]["userAgent"].startswith("python-httpx")
     assert access["logging.googleapis.com/trace"] == "projects/proj/traces/abc"
     assert "Traceback" not in out + err
+
+
+def test_requests_predicted_together_reach_each_hook_with_their_own_rows_and_ids(
+    function_build: Build,
+) -> None:
+    from nb2prod.runtime import app as runtime_app
+    from nb2prod.runtime.batcher import BatchAwareHook
+
+    app = function_build.app()
+    predictor = Predictor(function_build.model_dir, function_build.model_code())
+    names = [column["name"] for column in function_build.card["input_schema"]["columns"]]
+    rows = [[row.get(name) for name in names] for row in function_build.golden_rows]
+    requests = [(rows[0:1], "a"), (rows[1:4], "b"), (rows[4:6], "c")]
+    plain: list[tuple[pd.DataFrame, list[Any], str]] = []
+    batched: list[tuple[int, list[Any], list[tuple[str, int, int]]]] = []
+    app.state.after_predict = [
+        lambda frame, predictions, rid: plain.append((frame.copy(), predictions, rid)),
+        BatchAwareHook(
+            lambda *_: None,
+            lambda frame, predictions, spans: batched.append((len(frame), predictions, spans)),
+        ),
+    ]
+    answers = runtime_app._predict_requests(app, predictor, requests)
+    golden = function_build.golden["predictions"]
+    assert answers == [golden[0:1], golden[1:4], golden[4:6]]
+    # The plain hook: once per request, its own rows (as a fresh 0-based frame) and answers.
+    assert [rid for _, _, rid in plain] == ["a", "b", "c"]
+    assert [predictions for _, predictions, _ in plain] == answers
+    for (frame, _, _), (request_rows, _) in zip(plain, requests, strict=True):
+        pd.testing.assert_frame_equal(frame, predictor.frames.from_rows(request_rows))
+    # The batch-aware hook: once, with the whole frame and each request's span.
+    assert batched == [(6, golden[0:6], [("a", 0, 1), ("b", 1, 4), ("c", 4, 6)])]
