@@ -34,7 +34,9 @@ def smoke_container(image: str, port: int) -> ContainerSpec:
     """The container the smoke test starts: as Cloud Run runs it, read-only with a tmpfs /tmp."""
     return ContainerSpec(
         image=image,
-        environment={"PORT": str(port)},
+        # No prediction log: the checks send the golden rows (training rows), and a failed
+        # check shows the container's logs.
+        environment={"PORT": str(port), "NB2PROD_PREDICTION_LOG_SAMPLE": "0"},
         publish=(port,),
         read_only=True,
         tmpfs={"/tmp": "rw,size=64m"},  # noqa: S108 - the container's own /tmp

@@ -25,6 +25,7 @@ from ..errors import ParityError
 from ..models import ParityReport, TrainedArtifact
 from ..runtime.app import create_app
 from ..runtime.contract_checks import compare_predictions, format_mismatches
+from ..runtime.prediction_log import ENV_SAMPLE as SAMPLE_ENV
 
 
 def verify_in_process(artifact: TrainedArtifact) -> ParityReport:
@@ -58,18 +59,24 @@ def verify_in_process(artifact: TrainedArtifact) -> ParityReport:
 
 @contextmanager
 def _service_logs_silenced() -> Iterator[None]:
-    """The in-process app logs JSON to stdout as in production; keep that out of the CLI."""
+    """The in-process app logs JSON to stdout as in production; keep that out of the CLI.
+
+    The prediction log is off too: the parity check sends the golden rows, which are training
+    rows, and they must not reach the build's output or a CI log.
+    """
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    previous = os.environ.get("LOG_LEVEL")
-    os.environ["LOG_LEVEL"] = "ERROR"
+    quiet = {"LOG_LEVEL": "ERROR", SAMPLE_ENV: "0"}
+    previous = {name: os.environ.get(name) for name in quiet}
+    os.environ.update(quiet)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("LOG_LEVEL", None)
-        else:
-            os.environ["LOG_LEVEL"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         root.handlers[:] = handlers
         root.setLevel(level)
 

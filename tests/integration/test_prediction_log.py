@@ -230,3 +230,16 @@ def test_a_bad_setting_stops_the_service_with_one_clear_line(
     assert refusals, done.stdout + done.stderr
     assert refusals[0]["severity"] == "ERROR"
     assert refusals[0]["message"].startswith("refusing to start:")
+
+
+def test_a_build_never_logs_the_golden_rows_it_checks(tmp_path: Path) -> None:
+    """The parity check sends the golden rows (training rows) through the service in process:
+    none of them may reach the build's output as prediction log records."""
+    from helpers import build_example
+
+    result = build_example("iris_function", tmp_path / "build", "--no-docker")
+    output = result.stdout + result.stderr
+    assert "nb2prod_log" not in output and '"inputs"' not in output, output[-2000:]
+    golden = json.loads((tmp_path / "build" / "model" / "golden.json").read_text())
+    assert golden["rows"]  # the rows that were checked exist, and are not in the output:
+    assert not any(json.dumps(row) in output for row in golden["rows"])
