@@ -209,7 +209,9 @@ def test_a_dead_container_fails_at_once_with_its_logs() -> None:
     assert dead.removed
     (started,) = fake.calls_to("start")
     spec = started["spec"]
-    assert spec.image == "img" and spec.environment == {"PORT": "9090"}
+    # The checks send the golden rows (training rows): the prediction log is off.
+    assert spec.image == "img"
+    assert spec.environment == {"PORT": "9090", "NB2PROD_PREDICTION_LOG_SAMPLE": "0"}
     assert spec.publish == (9090,) and spec.read_only and "/tmp" in spec.tmpfs
     with pytest.raises(SmokeTestError, match="ready"):
         smoke.raise_for_report(report, "img")
