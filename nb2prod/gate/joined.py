@@ -1,0 +1,434 @@
+"""Logged predictions joined with labels that arrived later: the rows every quality job reads.
+
+:func:`load_predictions` turns the service's prediction log into one row per predicted row:
+``request_id``, ``row`` (the row's index in its request: ``row_offset + i``), ``timestamp``
+(UTC), ``model_version``, ``revision``, ``prediction``, ``probabilities`` and ``classes``
+(lists, or None when not logged), then the logged input columns. An input column whose name
+is one of these is kept as ``input.NAME``. It reads:
+
+- a ``.jsonl`` file or a folder of them as the service publishes them (hidden staging files
+  are skipped: they are still being written), or a ``.parquet`` file of the same records;
+- a saved stdout or Cloud Logging export: JSON lines (or a JSON array) among which the ones
+  labelled ``nb2prod_log: predictions`` are records, at top level or under ``jsonPayload``;
+  other log lines are skipped;
+- ``gs://...`` through fsspec (the ``gcs`` extra), ``bq://project.dataset.table`` through
+  pandas-gbq (the ``bigquery`` extra), e.g. the table a Cloud Logging sink fills.
+
+:func:`load_labels` reads ground truth (CSV, Parquet, JSON Lines, gs:// or bq://) with the key
+column and a ``label`` column; :func:`join` matches them. With the key ``request_id`` a label
+file carrying a ``row`` column joins on (request_id, row); without one it joins one-row
+requests only, and refuses a request id that names a multi-row request. Any other key is an
+input column (many predictions may share one label).
+
+A little over 400 lines: each source's reader is short, and they share the record parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..errors import ConfigError, MissingExtraError
+
+__all__ = ["Joined", "join", "load_labels", "load_predictions"]
+
+#: The columns load_predictions puts before the inputs, in this order.
+PREDICTION_COLUMNS = (
+    "request_id",
+    "row",
+    "timestamp",
+    "model_version",
+    "revision",
+    "prediction",
+    "probabilities",
+    "classes",
+)
+LABEL_COLUMN = "label"
+ROW_COLUMN = "row"
+REQUEST_KEY = "request_id"
+
+#: What the service puts on each stdout record (prediction_log_sinks.LOG_LABEL), and where a
+#: Cloud Logging export or its BigQuery sink keeps it.
+_LABEL_KEY, _LABEL_VALUE = "nb2prod_log", "predictions"
+_LABEL_FIELDS = ("logging.googleapis.com/labels", "labels")
+_TEXT_SUFFIXES = (".jsonl", ".json", ".log", ".txt", ".ndjson")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_LOG_HINT = (
+    "Point --predictions at the folder NB2PROD_PREDICTION_LOG names, a file from it, a saved "
+    "stdout or Cloud Logging export (entries labelled nb2prod_log=predictions), gs://... or "
+    "bq://project.dataset.table."
+)
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Predictions that found their label (``frame``: the prediction columns plus ``label``),
+    and how many rows each side had and matched (``counts``)."""
+
+    frame: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+# --- reading the prediction log --------------------------------------------------------------
+
+
+def load_predictions(source: str) -> pd.DataFrame:
+    """One row per predicted row of the log at ``source`` (see the module docstring);
+    ConfigError when there is none or a line cannot be read (naming the file and line)."""
+    if source.startswith("bq://"):
+        records: Iterable[dict[str, Any]] = _bigquery_records(source)
+    else:
+        records = (record for _, record in _log_records(source))
+    rows = list(_exploded(records, source))
+    if not rows:
+        raise ConfigError(f"no prediction records found in {source}", hint=_LOG_HINT)
+    frame = pd.DataFrame.from_records(rows)
+    for column in PREDICTION_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    inputs = [column for column in frame.columns if column not in PREDICTION_COLUMNS]
+    frame = frame[[*PREDICTION_COLUMNS, *inputs]]
+    frame["request_id"] = frame["request_id"].astype(str)
+    frame["row"] = frame["row"].astype("int64")
+    frame["model_version"] = frame["model_version"].fillna("").astype(str)
+    frame["revision"] = frame["revision"].fillna("").astype(str)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    # The same record read twice (a folder and an export of it) is one prediction.
+    return frame.drop_duplicates(
+        subset=["request_id", "row", "model_version", "revision", "timestamp"]
+    ).reset_index(drop=True)
+
+
+def _exploded(records: Iterable[dict[str, Any]], source: str) -> Iterator[dict[str, Any]]:
+    """Each record's rows: the record's fields, its i-th prediction and its i-th inputs."""
+    for record in records:
+        if "inputs" not in record and "prediction" in record:
+            # Already one row per predicted row (a table someone flattened).
+            yield {"row": 0, **record}
+            continue
+        inputs = record.get("inputs") or []
+        predictions = record.get("predictions") or []
+        if len(inputs) != len(predictions):
+            raise ConfigError(
+                f"{source}: the record of request {record.get('request_id')!r} has "
+                f"{len(inputs)} input rows but {len(predictions)} predictions",
+                hint="The log is damaged; leave that record out of --predictions.",
+            )
+        probabilities = record.get("probabilities")
+        classes = record.get("classes")
+        offset = int(record.get("row_offset") or 0)
+        for i, (values, prediction) in enumerate(zip(inputs, predictions, strict=True)):
+            proba = probabilities[i] if probabilities is not None else None
+            row_classes = list(classes) if classes is not None else None
+            if isinstance(proba, dict):  # {class: probability}
+                row_classes, proba = list(proba), list(proba.values())
+            row = {
+                "request_id": record.get("request_id"),
+                "row": offset + i,
+                "timestamp": record.get("timestamp"),
+                "model_version": record.get("model_version"),
+                "revision": record.get("revision"),
+                "prediction": prediction,
+                "probabilities": list(proba) if proba is not None else None,
+                "classes": row_classes,
+            }
+            for name, value in dict(values or {}).items():
+                row[f"input.{name}" if name in PREDICTION_COLUMNS else name] = value
+            yield row
+
+
+def _as_record(entry: Any) -> dict[str, Any] | None:
+    """The prediction record in a parsed line or entry, or None for any other log entry."""
+    if not isinstance(entry, dict):
+        return None
+    for name in _LABEL_FIELDS:
+        labels = entry.get(name)
+        if isinstance(labels, dict) and labels.get(_LABEL_KEY) == _LABEL_VALUE:
+            payload = entry.get("jsonPayload")
+            return payload if isinstance(payload, dict) else entry
+    if "request_id" in entry and ("predictions" in entry or "prediction" in entry):
+        return entry
+    return None
+
+
+def _log_records(source: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, record)`` for every prediction record in the file or folder ``source``."""
+    fs, root = _filesystem(source)
+    if not fs.exists(root):
+        raise ConfigError(f"--predictions {source} does not exist", hint=_LOG_HINT)
+    for path in _files(fs, root, source):
+        where = _display(source, root, path)
+        if path.endswith(_PARQUET_SUFFIXES):
+            for number, entry in enumerate(_parquet_rows(fs, path, where), start=1):
+                record = _as_record(entry)
+                if record is not None:
+                    yield f"{where}:{number}", record
+            continue
+        with fs.open(path, "rt", encoding="utf-8") as handle:
+            text = handle.read()
+        yield from _text_records(text, where, strict=path.endswith((".jsonl", ".ndjson")))
+
+
+def _text_records(text: str, where: str, strict: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Records in a JSON Lines file (``strict``: every line must parse) or a log capture
+    (lines that are not JSON are other programs' logs, unless they look like a record)."""
+    if text.lstrip().startswith("["):  # gcloud logging read --format=json: one array
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise _unreadable(where, err.lineno, str(err)) from err
+        for number, entry in enumerate(entries, start=1):
+            record = _as_record(entry)
+            if record is not None:
+                yield f"{where}[{number}]", record
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        start = stripped.find("{")
+        try:
+            entry = json.loads(stripped if strict else stripped[max(start, 0) :])
+        except json.JSONDecodeError as err:
+            if strict or _LABEL_KEY in stripped or '"predictions"' in stripped:
+                raise _unreadable(where, number, str(err)) from err
+            continue
+        record = _as_record(entry)
+        if record is not None:
+            yield f"{where}:{number}", record
+
+
+def _unreadable(where: str, line: int, why: str) -> ConfigError:
+    return ConfigError(
+        f"{where}, line {line}: not a readable prediction record ({why})",
+        hint="The line is cut or damaged (a file copied while written?); remove that line "
+        "or pass the files the service published (predictions-*.jsonl).",
+    )
+
+
+def _files(fs: Any, root: str, source: str) -> list[str]:
+    """The log files at ``root``: itself, or a folder's (recursively) in name order."""
+    if not fs.isdir(root):
+        return [root]
+    found = [
+        path
+        for path in fs.find(root)
+        if path.endswith(_TEXT_SUFFIXES + _PARQUET_SUFFIXES)
+        # Staging files are hidden (".predictions-...") until published whole.
+        and not any(part.startswith(".") for part in path[len(root) :].split("/") if part)
+    ]
+    if not found:
+        raise ConfigError(
+            f"no prediction log files (*.jsonl, *.parquet) in {source}",
+            hint="The service publishes a file when it rotates one or shuts down; stop it "
+            "(SIGTERM) or wait for NB2PROD_PREDICTION_LOG_ROTATE_SECONDS. " + _LOG_HINT,
+        )
+    return sorted(found)
+
+
+def _parquet_rows(fs: Any, path: str, where: str) -> list[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as err:
+        raise MissingExtraError("batch", "reading Parquet", err) from err
+    try:
+        with fs.open(path, "rb") as handle:
+            rows: list[dict[str, Any]] = pq.read_table(handle).to_pylist()
+    except Exception as err:
+        raise ConfigError(
+            f"{where} is not a readable Parquet file ({err})",
+            hint="Pass the Parquet files as written, or JSON Lines.",
+        ) from err
+    return rows
+
+
+def _filesystem(source: str) -> tuple[Any, str]:
+    """An fsspec filesystem and the path in it (gs:// needs gcsfs)."""
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(source)
+    except ImportError as err:
+        raise MissingExtraError("gcs", f"reading {source}", err) from err
+    return fs, str(root).rstrip("/") or str(root)
+
+
+def _display(source: str, root: str, path: str) -> str:
+    if path == root:
+        return source
+    return f"{source.rstrip('/')}/{path[len(root) :].lstrip('/')}"
+
+
+def _bigquery_frame(source: str, what: str) -> pd.DataFrame:
+    """The whole table ``bq://project.dataset.table`` (pandas-gbq, the ``bigquery`` extra)."""
+    parts = source[len("bq://") :].split(".")
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(
+            f"{what} {source} is not bq://project.dataset.table",
+            hint="Name the table in full, e.g. bq://my-project.logs.nb2prod_predictions.",
+        )
+    try:
+        import pandas_gbq
+    except ImportError as err:
+        raise MissingExtraError("bigquery", f"reading {source}", err) from err
+    project = parts[0]
+    query = f"SELECT * FROM `{'.'.join(parts)}`"  # noqa: S608 - a table name, not user data
+    try:
+        return pandas_gbq.read_gbq(query, project_id=project, progress_bar_type=None)
+    except Exception as err:
+        raise ConfigError(
+            f"cannot read {source} from BigQuery ({err})",
+            hint="Check the table name and your credentials (gcloud auth "
+            "application-default login).",
+        ) from err
+
+
+def _bigquery_records(source: str) -> Iterator[dict[str, Any]]:
+    frame = _bigquery_frame(source, "--predictions")
+    for entry in frame.to_dict("records"):
+        record = _as_record(_plain_python(entry))
+        if record is not None:
+            yield record
+
+
+def _plain_python(value: Any) -> Any:
+    """numpy arrays and scalars (as pandas-gbq returns nested columns) as lists and numbers."""
+    if isinstance(value, dict):
+        return {key: _plain_python(item) for key, item in value.items()}
+    if hasattr(value, "tolist"):
+        return _plain_python(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_plain_python(item) for item in value]
+    return value
+
+
+# --- reading labels --------------------------------------------------------------------------
+
+
+def load_labels(source: str, key: str) -> pd.DataFrame:
+    """The ``key`` column (and ``row`` with key request_id, when present) and ``label`` of the
+    ground truth at ``source``; rows without a label are left out."""
+    frame = _label_frame(source)
+    missing = [name for name in (key, LABEL_COLUMN) if name not in frame.columns]
+    if missing:
+        raise ConfigError(
+            f"labels {source} have no {' or '.join(repr(name) for name in missing)} column "
+            f"(columns: {', '.join(map(str, frame.columns[:12]))})",
+            hint=f"A labels file has the key column ({key!r}, set by --key) and a 'label' "
+            "column with the true value; with --key request_id, an optional 'row' column "
+            "names the row within a multi-row request.",
+        )
+    columns = [key, LABEL_COLUMN]
+    if key == REQUEST_KEY and ROW_COLUMN in frame.columns:
+        columns.insert(1, ROW_COLUMN)
+    labels = frame[columns].dropna(subset=[key, LABEL_COLUMN]).reset_index(drop=True)
+    if ROW_COLUMN in labels.columns:
+        try:
+            labels[ROW_COLUMN] = labels[ROW_COLUMN].astype("int64")
+        except (TypeError, ValueError) as err:
+            raise ConfigError(
+                f"labels {source}: the 'row' column is not whole numbers ({err})",
+                hint="'row' is the 0-based index of the row within its request.",
+            ) from err
+    return labels
+
+
+def _label_frame(source: str) -> pd.DataFrame:
+    if source.startswith("bq://"):
+        return _bigquery_frame(source, "--labels")
+    fs, path = _filesystem(source)
+    if not fs.exists(path) or fs.isdir(path):
+        raise ConfigError(
+            f"--labels {source} is not a file",
+            hint="Pass a CSV, Parquet or JSON Lines file (or gs://... or bq://...).",
+        )
+    lower = path.lower()
+    try:
+        with fs.open(path, "rb") as handle:
+            if lower.endswith(_PARQUET_SUFFIXES):
+                return pd.read_parquet(handle)
+            if lower.endswith((".jsonl", ".ndjson")):
+                return pd.read_json(handle, lines=True, dtype=False)
+            # Keys stay text: "007" is a request id, not the number 7.
+            return pd.read_csv(handle, dtype={REQUEST_KEY: str})
+    except ImportError as err:
+        raise MissingExtraError("batch", "reading Parquet labels", err) from err
+    except (ValueError, OSError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"cannot read labels {source} ({err})",
+            hint="Labels are a CSV (with a header), Parquet or JSON Lines file.",
+        ) from err
+
+
+# --- joining ---------------------------------------------------------------------------------
+
+
+def join(predictions: pd.DataFrame, labels: pd.DataFrame, key: str) -> Joined:
+    """The predictions that have a label, with it, and the counts of each side (see the module
+    docstring for how ``key`` matches); ConfigError for an unusable key or duplicate labels."""
+    if key not in predictions.columns:
+        logged = [c for c in predictions.columns if c not in PREDICTION_COLUMNS]
+        raise ConfigError(
+            f"--key {key!r} is not a column of the logged predictions "
+            f"(request_id or an input: {', '.join(map(str, logged[:12])) or 'none'})",
+            hint="Use --key request_id (the X-Request-ID each request carried) or an input "
+            "column that identifies the row; sensitive columns are never logged.",
+        )
+    on = [key, ROW_COLUMN] if key == REQUEST_KEY and ROW_COLUMN in labels.columns else [key]
+    if on == [REQUEST_KEY]:
+        _refuse_multi_row(predictions, labels)
+    left = predictions.assign(_key=_key_text(predictions[key]))
+    right = labels.assign(_key=_key_text(labels[key]))[["_key", *on[1:], LABEL_COLUMN]]
+    duplicated = right.duplicated(subset=["_key", *on[1:]], keep=False)
+    if duplicated.any():
+        example = right.loc[duplicated, "_key"].iloc[0]
+        raise ConfigError(
+            f"the labels hold {int(duplicated.sum())} rows for keys labelled more than once "
+            f"(e.g. {key}={example})",
+            hint="Keep one label per key (per request_id and row); drop the older ones.",
+        )
+    keys = ["_key", *on[1:]]
+    merged = left.merge(right, on=keys, how="inner", validate="many_to_one")
+    frame = merged.drop(columns="_key").reset_index(drop=True)
+    matched_labels = right.merge(left[keys].drop_duplicates(), on=keys, how="inner")
+    counts = {
+        "logged": len(predictions),
+        "labelled": len(labels),
+        "joined": len(frame),
+        "unmatched_labels": len(labels) - len(matched_labels),
+        "unmatched_predictions": len(predictions) - len(frame),
+    }
+    return Joined(frame=frame, counts=counts)
+
+
+def _refuse_multi_row(predictions: pd.DataFrame, labels: pd.DataFrame) -> None:
+    """A label by request_id alone cannot say which row of a multi-row request it is for."""
+    sizes = predictions.groupby("request_id")["row"].nunique()
+    multi = set(sizes.index[sizes > 1])
+    clash = [rid for rid in _key_text(labels[REQUEST_KEY]) if rid in multi]
+    if clash:
+        raise ConfigError(
+            f"{len(clash)} label(s) name a request that predicted several rows "
+            f"(e.g. request_id={clash[0]}, {int(sizes[clash[0]])} rows), and the labels have "
+            "no 'row' column",
+            hint="Add a 'row' column (0-based index of the row within its request), or key "
+            "the labels on an input column that identifies each row (--key COL).",
+        )
+
+
+def _key_text(values: pd.Series) -> pd.Series:
+    """Keys as text both sides agree on: 7, 7.0 and "7" are one key; text stays as is."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        if hasattr(value, "item"):
+            return text(value.item())
+        return str(value)
+
+    return values.map(text).astype(str)
