@@ -152,6 +152,30 @@ class NotComparableError(Nb2ProdError):
     exit_code = 16
 
 
+class QualityBelowThreshold(Nb2ProdError):
+    """Raised when ``nb2prod quality`` finds a metric on the logged traffic beyond a threshold
+    (``--min-accuracy``, ``--max-parity-difference``...): a verdict for CI, after the report."""
+
+    exit_code = 17
+    default_hint = "Look at the failing version's report (--html) before it serves more traffic."
+
+
+class GateKeepWaiting(Nb2ProdError):
+    """Raised when ``nb2prod promote --gate`` has too few labelled rows on a side to decide: run
+    it again later (a verdict, not a failure; traffic is unchanged)."""
+
+    exit_code = 18
+    default_hint = "Run nb2prod promote --gate again once more labels have arrived."
+
+
+class CanaryWorse(Nb2ProdError):
+    """Raised when ``nb2prod promote --gate`` finds the canary significantly worse than the
+    stable revision and has rolled its traffic back (or, with --dry-run, would)."""
+
+    exit_code = 19
+    default_hint = "The stable revision serves all traffic again; keep the champion."
+
+
 EXIT_CODES: dict[str, int] = {
     "notebook breaks the contract": NotebookError.exit_code,
     "bad flag, parameter or build directory": ConfigError.exit_code,
@@ -168,6 +192,9 @@ EXIT_CODES: dict[str, int] = {
     "optional part not installed (pip install 'nb2prod[EXTRA]')": MissingExtraError.exit_code,
     "challenger worse than champion (compare)": CHALLENGER_WORSE_EXIT_CODE,
     "models not comparable: metrics, data or direction (compare)": NotComparableError.exit_code,
+    "quality below a threshold (quality)": QualityBelowThreshold.exit_code,
+    "gate: keep waiting, too few labelled rows (promote --gate)": GateKeepWaiting.exit_code,
+    "gate: canary worse, rolled back (promote --gate)": CanaryWorse.exit_code,
     "interrupted (Ctrl-C, SIGINT); containers and staging removed": INTERRUPTED_EXIT_CODE,
     "terminated (SIGTERM); containers and staging removed": Terminated.exit_code,
 }
