@@ -471,6 +471,23 @@ class CompareOptions:
 
 
 @dataclass(frozen=True)
+class GateOptions:
+    """What ``nb2prod promote DIR --gate`` needs: the logged traffic, its labels, the test."""
+
+    build_dir: Path
+    predictions: str
+    labels: str
+    key: str = "request_id"
+    alpha: float = 0.05
+    #: The smallest worsening worth detecting; None: 0.02 accuracy, 10% of the stable error.
+    min_effect: float | None = None
+    #: accuracy, mae or rmse; None: accuracy for a label output, mae for a number.
+    metric: str | None = None
+    dry_run: bool = False
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
 class ComparedModel:
     """One side of a comparison: its build directory and what its model card says."""
 

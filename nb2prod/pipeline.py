@@ -39,6 +39,7 @@ from .models import (
     CloudRunOptions,
     CompareOptions,
     ComparisonReport,
+    GateOptions,
     KubernetesManifests,
     KubernetesOptions,
     NotebookSpec,
@@ -50,6 +51,7 @@ from .models import (
 
 if TYPE_CHECKING:
     from .deploy.monitor import MonitorReport
+    from .gate.canary import GateReport
     from .runtime.plan import ServingPlan
 
 Progress = Callable[[str], None]
@@ -438,6 +440,19 @@ def rollback(options: TrafficOptions) -> CloudRunDeployment:
     from .deploy import cloudrun
 
     return cloudrun.rollback(options)
+
+
+def promote_gate(options: GateOptions) -> tuple[GateReport, CloudRunDeployment | None]:
+    """Test the canary's live quality against stable, then promote or roll back on the verdict
+    (``nb2prod promote --gate``); traffic stays as it is on a wait or a dry run."""
+    from .gate import canary
+
+    report = canary.evaluate(options)
+    if options.dry_run or report.decision == "wait":
+        return report, None
+    traffic = TrafficOptions(build_dir=options.build_dir, endpoint=options.endpoint)
+    moved = promote(traffic) if report.decision == "promote" else rollback(traffic)
+    return report, moved
 
 
 def monitor(url: str, timeout: float = 10.0) -> MonitorReport:

@@ -9,11 +9,12 @@ from typing import Any
 import click
 
 from .. import pipeline
-from ..errors import DriftDetected
+from ..errors import CanaryWorse, DriftDetected, GateKeepWaiting
 from ..models import (
     CloudRunDeployment,
     CloudRunJobDeployment,
     CloudRunJobOptions,
+    GateOptions,
     KubernetesManifests,
     KubernetesOptions,
     TrafficOptions,
@@ -77,12 +78,105 @@ def deploy(
         _print_deployment(pipeline.deploy_cloudrun(options, registry, progress=say))
 
 
-@cli.command()
+@cli.command(epilog=EXIT_CODE_HELP)
 @click.argument("directory", type=BUILD_DIR)
+@click.option(
+    "--gate",
+    is_flag=True,
+    help="Promote only if the canary's live quality is not worse than stable's (see above).",
+)
+@click.option(
+    "--predictions",
+    metavar="PATH",
+    help="--gate: the prediction log (file, folder, Cloud Logging export, gs://..., bq://...).",
+)
+@click.option("--labels", metavar="PATH", help="--gate: ground truth with the key and 'label'.")
+@click.option(
+    "--key",
+    default="request_id",
+    show_default=True,
+    help="--gate: the column joining labels to predictions (request_id or an input column).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="--gate: the one-sided test's significance level.",
+)
+@click.option(
+    "--min-effect",
+    type=click.FloatRange(min=0, min_open=True),
+    help="--gate: the smallest worsening worth detecting, in the metric's units (default: 0.02 "
+    "accuracy; 10% of stable's error for mae/rmse). Sets the rows needed per side.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["accuracy", "mae", "rmse"]),
+    help="--gate: default accuracy for a label output, mae for a number.",
+)
+@click.option("--dry-run", is_flag=True, help="--gate: print the decision, move no traffic.")
+@click.option("--json", "as_json", is_flag=True, help="--gate: print the evidence as JSON.")
 @click.option("--endpoint", hidden=True, help="Cloud Run API endpoint (tests).")
-def promote(directory: Path, endpoint: str | None) -> None:
-    """Send all traffic to the canary revision of DIRECTORY's Cloud Run service."""
-    _print_deployment(pipeline.promote(TrafficOptions(build_dir=directory, endpoint=endpoint)))
+def promote(directory: Path, gate: bool, endpoint: str | None, **gate_flags: Any) -> None:
+    """Send all traffic to the canary revision of DIRECTORY's Cloud Run service.
+
+    \b
+    With --gate, decide on logged traffic first. The canary and stable
+    revisions come from DIRECTORY/.nb2prod/deploy.json (the last
+    `nb2prod deploy --canary`); logged rows are split by the `revision` that
+    served them (K_REVISION; a log without revisions is split by
+    model_version: DIRECTORY's is the canary, any other is stable). Joined
+    with --labels, each side's accuracy (two-proportion test: one-sided
+    z-test on the pooled proportion, Fisher's exact test for small counts)
+    or mae/rmse (seeded bootstrap of the difference) is compared:
+      canary significantly worse (p < alpha)   roll back      exit 19
+      not worse, enough rows on each side      promote        exit 0
+      otherwise                                keep waiting   exit 18
+    Enough rows: a power calculation (power 0.8) for --min-effect at
+    --alpha. Waiting prints how many more labelled rows each side needs and
+    leaves traffic as it is; --dry-run never moves traffic.
+    """
+    options = TrafficOptions(build_dir=directory, endpoint=endpoint)
+    if not gate:
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name, value in gate_flags.items()
+            if value not in (None, False, "request_id", 0.05)
+        ]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --gate only"
+            )
+        _print_deployment(pipeline.promote(options))
+        return
+    _promote_gated(directory, endpoint, **gate_flags)
+
+
+def _promote_gated(
+    directory: Path,
+    endpoint: str | None,
+    predictions: str | None,
+    labels: str | None,
+    as_json: bool,
+    **test: Any,
+) -> None:
+    """``promote --gate``: the verdict, its evidence, the traffic moved and the exit code."""
+    if not predictions or not labels:
+        raise click.UsageError("--gate needs --predictions PATH and --labels PATH")
+    options = GateOptions(
+        build_dir=directory, predictions=predictions, labels=labels, endpoint=endpoint, **test
+    )
+    report, moved = pipeline.promote_gate(options)
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.table())
+    if moved is not None:
+        _print_deployment(moved)
+    elif report.decision != "wait":
+        say(f"dry run: would {report.decision}; traffic unchanged")
+    if report.decision == "wait":
+        raise GateKeepWaiting(report.summary)
+    if report.decision == "rollback":
+        raise CanaryWorse(report.summary + ("; rolled back" if moved else "; would roll back"))
 
 
 @cli.command()
