@@ -176,6 +176,13 @@ class CanaryWorse(Nb2ProdError):
     default_hint = "The stable revision serves all traffic again; keep the champion."
 
 
+class TrackingError(Nb2ProdError):
+    """Raised when the MLflow tracking server cannot be reached or refuses a run, a metric,
+    an artifact or the model version; the build directory is complete and kept."""
+
+    exit_code = 20
+
+
 EXIT_CODES: dict[str, int] = {
     "notebook breaks the contract": NotebookError.exit_code,
     "bad flag, parameter or build directory": ConfigError.exit_code,
@@ -195,6 +202,7 @@ EXIT_CODES: dict[str, int] = {
     "quality below a threshold (quality)": QualityBelowThreshold.exit_code,
     "gate: keep waiting, too few labelled rows (promote --gate)": GateKeepWaiting.exit_code,
     "gate: canary worse, rolled back (promote --gate)": CanaryWorse.exit_code,
+    "experiment tracking failed (MLflow); the build directory is kept": TrackingError.exit_code,
     "interrupted (Ctrl-C, SIGINT); containers and staging removed": INTERRUPTED_EXIT_CODE,
     "terminated (SIGTERM); containers and staging removed": Terminated.exit_code,
 }

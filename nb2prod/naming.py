@@ -39,6 +39,11 @@ def google_label_value(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", text.lower())[:63]
 
 
+def mlflow_model_name(name: str) -> str:
+    """An MLflow registered model name: no ``/`` or ``:`` (kept to ``[A-Za-z0-9_.-]``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("._-") or "model"
+
+
 def kubernetes_label_value(text: str) -> str:
     """A Kubernetes label value: ``[A-Za-z0-9._-]``, alphanumeric at both ends, <= 63 chars."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:63].strip("._-")
