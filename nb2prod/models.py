@@ -74,6 +74,14 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class SensitiveColumn:
+    """An input column the prediction log must never write, and who marked it."""
+
+    name: str
+    source: str  # the directive's "cell 2 [parameters] (...), line 3", or "--sensitive"
+
+
+@dataclass(frozen=True)
 class KaleBlock:
     """One Kubeflow Kale block (or special tag) and the role nb2prod gives its cells."""
 
@@ -104,6 +112,8 @@ class NotebookSpec:
     kale_blocks: tuple[KaleBlock, ...] = ()  # how Kubeflow Kale's blocks were read
     #: ``build --batch-dependent``: a row's answer may depend on its request's other rows.
     batch_dependent: bool = False
+    #: ``# nb2prod: sensitive=a,b`` in the parameters cell and ``--sensitive``: never logged.
+    sensitive_columns: tuple[SensitiveColumn, ...] = ()
 
     def cells_with_role(self, role: str) -> tuple[Cell, ...]:
         """The cells tagged ``role``, in notebook order."""
@@ -178,6 +188,7 @@ class BuildOptions:
     template: Path | None = None
     strict: bool = False  # refuse fits on the serving path instead of recording them
     batch_dependent: bool = False  # answers may depend on the request's rows: never batch them
+    sensitive: tuple[str, ...] = ()  # input columns the prediction log never writes
     role_map: dict[str, str] = field(default_factory=dict)  # Kale block -> role (--role-map)
     docker: bool = True
     train_on_host: bool = False
@@ -188,6 +199,10 @@ class BuildOptions:
     junit_path: Path | None = None
     #: Seconds after which training is stopped (TrainingError); None: no limit.
     train_timeout: float | None = None
+    #: Log the finished build to this MLflow tracking URI (None: no tracking).
+    mlflow_uri: str | None = None
+    #: The MLflow experiment; None: the notebook's name.
+    mlflow_experiment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +262,37 @@ class BuildResult:
     image: ImageResult | None = None
     smoke: SmokeReport | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    tracking: TrackRecord | None = None  # the MLflow run, with --mlflow
+
+
+# -- experiment tracking ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    """Log a build directory to MLflow (``build --mlflow``, ``nb2prod track``)."""
+
+    build_dir: Path
+    tracking_uri: str
+    experiment: str | None = None  # None: the notebook's name
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """Where a build went in MLflow (``DIR/.nb2prod/mlflow.json``)."""
+
+    tracking_uri: str  # without a password
+    experiment: str
+    experiment_id: str
+    run_id: str
+    artifact_uri: str
+    registered_model: str
+    registered_version: str  # the registry's version number, as a string
+    model_version: str  # nb2prod's model version (the version's nb2prod_model_version tag)
+
+    def to_json(self) -> dict[str, str]:
+        """The record as plain JSON."""
+        return {name: str(getattr(self, name)) for name in self.__dataclass_fields__}
 
 
 # -- push and deploy ----------------------------------------------------------------------

@@ -147,9 +147,12 @@ def _analyse(
     parameters: dict[str, Any] | None,
     strict: bool = False,
     role_map: dict[str, str] | None = None,
+    sensitive: tuple[str, ...] = (),
 ) -> tuple[NotebookSpec, ServingPlan, tuple[Requirement, ...]]:
     """Read the notebook, plan its serving and pin its imports: once per command."""
-    spec = notebook.read_notebook(path, parameters, strict=strict, role_map=role_map)
+    spec = notebook.read_notebook(
+        path, parameters, strict=strict, role_map=role_map, sensitive=sensitive
+    )
     plan = build_plan.serving_plan(spec)  # the serving shape problems check must catch too
     notices: list[str] = sites.evaluation_notices(spec.cells, plan.sites)
     pins = requirements.resolve_requirements(spec, notices)
@@ -169,9 +172,10 @@ def generate(
     template: Path | None = None,
     strict: bool = False,
     role_map: dict[str, str] | None = None,
+    sensitive: tuple[str, ...] = (),
 ) -> BuildContext:
     """Write the build context for ``path`` and nothing else (``nb2prod generate``)."""
-    spec, plan, pins = _analyse(path, parameters, strict, role_map)
+    spec, plan, pins = _analyse(path, parameters, strict, role_map, sensitive)
     target = (output_dir or default_output(spec)).resolve()
     inputs = output.notebook_inputs(spec)
     with output.staged_directory(target, force, inputs) as staging:
@@ -192,7 +196,11 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     steps = _Steps(options, say, None if options.quiet else progress)
     with steps.timed("check"):
         spec, plan, pins = _analyse(
-            options.notebook, options.parameters, options.strict, options.role_map
+            options.notebook,
+            options.parameters,
+            options.strict,
+            options.role_map,
+            options.sensitive,
         )
         spec = replace(spec, batch_dependent=options.batch_dependent)
     for notice in spec.notices:

@@ -13,6 +13,7 @@ import ast
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from .pip_hints import pip_install_hints
 from .roles import propose_roles
 from .run_all import run_all_notices
 from .secrets import refuse_secret_parameters
+from .sensitive import sensitive_columns
 
 #: Calls that fit state; on the serving path they would re-fit on each request.
 FIT_METHODS = frozenset({"fit", "fit_transform", "fit_predict", "partial_fit", "fit_resample"})
@@ -46,12 +48,14 @@ def read_notebook(
     *,
     strict: bool = False,
     role_map: dict[str, str] | None = None,
+    sensitive: Sequence[str] = (),
 ) -> NotebookSpec:
     """Read ``path`` and return its spec; raise NotebookError when it breaks the contract.
 
     ``strict`` (``--strict``) treats every serving cell as if it carried ``# nb2prod: strict``:
     nothing is recorded and replayed there, and a fit on the serving path is refused.
-    ``role_map`` (``--role-map``) gives Kubeflow Kale blocks their roles.
+    ``role_map`` (``--role-map``) gives Kubeflow Kale blocks their roles. ``sensitive``
+    (``--sensitive``) adds to the parameters cell's ``# nb2prod: sensitive=...`` columns.
     """
     raw = _load(path)
     _check_kernel(raw)
@@ -102,6 +106,7 @@ def read_notebook(
         serving_reads=serving_reads,
         notices=tuple(notices),
         kale_blocks=kale_blocks,
+        sensitive_columns=sensitive_columns(cells, sensitive),
     )
 
 

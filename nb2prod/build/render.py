@@ -143,6 +143,11 @@ def _write_build_record(
             if c.role
         ],
     }
+    if spec.sensitive_columns:
+        # Only when there are some: every other build's record stays as it was.
+        record["sensitive_columns"] = [
+            {"name": column.name, "source": column.source} for column in spec.sensitive_columns
+        ]
     # repr for the odd literal JSON has no type for (a set, bytes), as the notebook wrote it.
     text = json.dumps(record, indent=2, default=repr) + "\n"
     write_text_atomically(BuildDir(destination).build_record_path, text)

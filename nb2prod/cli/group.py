@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from ..build.kale import parse_role_map
 from ..build.notebook import parse_parameter
+from ..build.sensitive import parse_sensitive_option
 from ..errors import EXIT_CODES
 
 STATE = {"debug": False}
@@ -42,6 +43,18 @@ ROLE_MAP_HELP = (
 )
 
 
+SENSITIVE_HELP = (
+    "Input columns the prediction log never writes (names, values): --sensitive ssn,email. "
+    "Repeatable; adds to a `# nb2prod: sensitive=ssn,email` line in the parameters cell. "
+    "A name that is not an input column stops the build."
+)
+
+
+def sensitive(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--sensitive`` as column names; a ConfigError for an empty one."""
+    return parse_sensitive_option(values)
+
+
 def role_map(text: str | None) -> dict[str, str]:
     """``--role-map`` as {block: role}; a ConfigError when it is not BLOCK=ROLE,..."""
     return parse_role_map(text)
@@ -51,8 +64,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def context_options(command: F) -> F:
-    """NOTEBOOK, -o, -p, --force, --template, --strict and --role-map: what generate and build
-    share."""
+    """NOTEBOOK, -o, -p, --force, --template, --strict, --role-map and --sensitive: what
+    generate and build share."""
     decorators = [
         click.argument("notebook", type=click.Path(path_type=Path)),
         click.option(
@@ -71,6 +84,13 @@ def context_options(command: F) -> F:
         ),
         click.option("--strict", is_flag=True, help=STRICT_HELP),
         click.option("--role-map", "role_map_text", metavar="BLOCK=ROLE,...", help=ROLE_MAP_HELP),
+        click.option(
+            "--sensitive",
+            "sensitive_values",
+            multiple=True,
+            metavar="COL,...",
+            help=SENSITIVE_HELP,
+        ),
     ]
     for decorator in reversed(decorators):
         command = decorator(command)

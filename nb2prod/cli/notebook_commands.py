@@ -24,6 +24,7 @@ from .group import (
     parameters,
     role_map,
     say,
+    sensitive,
 )
 
 
@@ -155,13 +156,21 @@ def generate(
     template: Path | None,
     strict: bool,
     role_map_text: str | None,
+    sensitive_values: tuple[str, ...],
 ) -> None:
     """Write the build context for NOTEBOOK (train.py, serving code, Dockerfile) only.
 
     Nothing is trained. Run `python DIR/train.py` yourself, or use `nb2prod build`.
     """
     context = pipeline.generate(
-        notebook, output, parameters(params), force, template, strict, role_map(role_map_text)
+        notebook,
+        output,
+        parameters(params),
+        force,
+        template,
+        strict,
+        role_map(role_map_text),
+        sensitive(sensitive_values),
     )
     click.echo(f"wrote {context.path}")
 
@@ -215,6 +224,7 @@ def build(
     template: Path | None,
     strict: bool,
     role_map_text: str | None,
+    sensitive_values: tuple[str, ...],
     no_docker: bool,
     train_on_host: bool,
     base_image: str | None,
@@ -251,6 +261,7 @@ def build(
         strict=strict,
         batch_dependent=batch_dependent,
         role_map=role_map(role_map_text),
+        sensitive=sensitive(sensitive_values),
         docker=not no_docker,
         train_on_host=train_on_host,
         base_image=base_image,

@@ -80,6 +80,8 @@ class ModelCard:
     # or {"batch_invariant": false, "reason": ...}. The service joins concurrent requests
     # into one batch only for a build that proved it changes no answer. Empty: not checked.
     batching: dict[str, Any] = field(default_factory=dict)
+    # Input columns the prediction log never writes (`# nb2prod: sensitive=...`, --sensitive).
+    sensitive_columns: list[str] = field(default_factory=list)
     schema_version: int = CARD_SCHEMA_VERSION
 
     @property
@@ -127,7 +129,7 @@ class ModelCard:
         return cls(**values)
 
 
-_OPTIONAL_FIELDS = frozenset({"reference_profile", "recorded", "batching"})
+_OPTIONAL_FIELDS = frozenset({"reference_profile", "recorded", "batching", "sensitive_columns"})
 _FIELD_TYPES: dict[str, type] = {
     "name": str,
     "model_version": str,
@@ -140,6 +142,7 @@ _FIELD_TYPES: dict[str, type] = {
     "reference_profile": dict,
     "recorded": list,
     "batching": dict,
+    "sensitive_columns": list,
 }
 _JSON_NAMES = {str: "string", dict: "object", list: "array"}
 

@@ -206,12 +206,29 @@ def _save_model(ns: dict[str, Any]) -> None:
         reference_profile=_reference_profile(runner, raw, schema, output),
         recorded=_recorded(plan, runner.recording),
         batching=batching,
+        sensitive_columns=_sensitive_columns(spec.get("sensitive_columns", []), schema),
         schema_version=CARD_SCHEMA_VERSION,
     )
     _add_state_requirements(state_bytes, _RUN["here"])
     write_model_dir(_RUN["model_dir"], state_bytes, card, golden)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "no metrics"
     print(f"nb2prod: trained model {card.model_version} ({summary})", flush=True)
+
+
+def _sensitive_columns(marked: list[dict[str, str]], schema: dict[str, Any]) -> list[str]:
+    """The marked sensitive columns the service takes; ContractError for a name that is no
+    input column at all: a typo there would log the very column it meant to hide."""
+    names = [str(column["name"]) for column in schema["columns"]]
+    ignored = {str(name) for name in schema.get("ignored_columns", [])}
+    for column in marked:
+        if column["name"] not in names and column["name"] not in ignored:
+            raise ContractError(
+                f"{column['source']}: sensitive column {column['name']!r} is not an input "
+                f"column of the model; its input columns are: {', '.join(names)}. Fix the "
+                "name in `# nb2prod: sensitive=...` or --sensitive"
+            )
+    # An ignored column is not a typo, and the service never takes it (nor logs it).
+    return [column["name"] for column in marked if column["name"] in names]
 
 
 def _golden_rows_and_schema(
