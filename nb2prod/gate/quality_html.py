@@ -186,6 +186,7 @@ def render_html(report: dict[str, Any], *, generated_at: datetime | None = None)
             ("Labels", text_of(report.get("labels"))),
             ("Key", text_of(report.get("key"))),
             ("Task", text_of(report.get("task"))),
+            *_positive_label(report),
         ],
         "rows": _row_counts(dict_of(report.get("rows"))),
         **_verdict(report),
@@ -204,6 +205,13 @@ def _trusted(svg: str) -> Markup:
     # matplotlib's SVG writer escapes the names it draws (they appear only as glyph
     # outlines and an escaped comment), so the SVG goes into the page as it is.
     return Markup(svg)  # noqa: S704
+
+
+def _positive_label(report: dict[str, Any]) -> list[tuple[str, str]]:
+    # A binary classifier's precision and recall are about this class.
+    if report.get("positive_label") is None:
+        return []
+    return [("Positive label", text_of(report["positive_label"]))]
 
 
 def _row_counts(rows: dict[str, Any]) -> list[tuple[str, str]]:
@@ -250,6 +258,7 @@ def _version(version: dict[str, Any], figures: Figures) -> dict[str, Any]:
             ("Rows", _count(version.get("rows"))),
             ("First prediction", text_of(version.get("first")) or MISSING),
             ("Last prediction", text_of(version.get("last")) or MISSING),
+            *([("Time bucket", text_of(version["bucket"]))] if version.get("bucket") else []),
         ],
         "metrics": [
             {

@@ -10,6 +10,7 @@ number is missing).
 from __future__ import annotations
 
 import html
+import json
 import math
 import sys
 from datetime import datetime, timezone
@@ -489,3 +490,70 @@ def test_missing_matplotlib_names_the_quality_extra(monkeypatch: pytest.MonkeyPa
         render_html(regression_report(), generated_at=WHEN)
     assert caught.value.extra == "quality"
     assert "nb2prod[quality]" in str(caught.value.hint)
+
+
+def _logged_traffic(folder: Path) -> tuple[Path, Path, dict[str, list[tuple[str, int, int]]]]:
+    """A prediction log and its labels; per version the (group, prediction, label) it served.
+
+    v1 predicts ``x > 0`` right for 6 of 8 rows, v2 for 3 of 6, over two hours.
+    """
+    rows = {
+        "v1": [(1.0, "A", 1), (2.0, "A", 1), (-1.0, "A", 0), (-2.0, "A", 1),
+               (3.0, "B", 1), (-3.0, "B", 0), (4.0, "B", 0), (-4.0, "B", 0)],
+        "v2": [(1.0, "A", 0), (2.0, "A", 1), (-1.0, "B", 1), (-2.0, "B", 0),
+               (3.0, "A", 1), (-3.0, "B", 1)],
+    }  # fmt: skip
+    records, labels, served = [], ["request_id,label"], {}
+    for version, items in rows.items():
+        served[version] = []
+        for i, (x, group, label) in enumerate(items):
+            request_id = f"{version}-{i}"
+            prediction = int(x > 0)
+            records.append({
+                "request_id": request_id,
+                "timestamp": f"2026-11-30T{10 + i % 2}:{10 + i:02d}:00+00:00",
+                "model_version": version,
+                "revision": f"svc-{version}",
+                "sample_rate": 1.0,
+                "rows": 1,
+                "row_offset": 0,
+                "inputs": [{"x": x, "group": group}],
+                "predictions": [prediction],
+            })  # fmt: skip
+            labels.append(f"{request_id},{label}")
+            served[version].append((group, prediction, label))
+    log = folder / "predictions.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    truth = folder / "labels.csv"
+    truth.write_text("\n".join(labels) + "\n", encoding="utf-8")
+    return log, truth, served
+
+
+def _accuracy(items: list[tuple[str, int, int]]) -> float:
+    return sum(p == y for _, p, y in items) / len(items)
+
+
+def _assert_page_shows(page: Page, served: dict[str, list[tuple[str, int, int]]]) -> None:
+    assert_self_contained(page)
+    for index, (version, items) in enumerate(served.items()):
+        assert f"Model version {version}" in page.texts["h2"]
+        accuracy = page.table("metrics", index)[1]
+        assert accuracy[:2] == ["accuracy", f4(_accuracy(items))]
+        groups = {row[0]: row for row in page.table("fairness", index)[1:]}
+        for group in ("A", "B"):
+            mine = [item for item in items if item[0] == group]
+            assert groups[f"group={group}"][1] == str(len(mine))
+            assert f4(_accuracy(mine)) in groups[f"group={group}"]
+    # Over time, with CIs, per-group bars; no drift without a build directory.
+    assert page.count("svg") == 3
+
+
+def test_the_real_report_renders(tmp_path: Path) -> None:
+    pytest.importorskip("fairlearn")
+    from nb2prod.gate.quality import QualityOptions, quality_report
+
+    log, truth, served = _logged_traffic(tmp_path)
+    report = quality_report(QualityOptions(predictions=str(log), labels=str(truth), by=("group",)))
+    path = tmp_path / "report.html"
+    write_html(json.loads(json.dumps(report)), path, generated_at=WHEN)
+    _assert_page_shows(Page(path.read_text(encoding="utf-8")), served)
