@@ -46,6 +46,8 @@ from .models import (
     PreprocessCheck,
     PushRecord,
     Requirement,
+    TrackOptions,
+    TrackRecord,
     TrafficOptions,
 )
 
@@ -206,6 +208,10 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     for notice in spec.notices:
         say(f"notice: {notice}")
     engine = connect() if options.docker else None  # fail before training when there is none
+    if options.mlflow_uri:
+        from .track import require_mlflow
+
+        require_mlflow()  # a missing extra is found before training, not after
     if engine is not None and remove_abandoned_containers(engine):
         say("notice: removed containers left by an nb2prod run that was killed")
     target = (options.output or default_output(spec)).resolve()
@@ -228,6 +234,8 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
     result = _moved_to(result, target)
     if engine is None:
         _write_reports(options, result, target)
+    if options.mlflow_uri:
+        result = steps.track(result, target, options.mlflow_uri)
     return result
 
 
@@ -237,7 +245,7 @@ class _Steps:
     def __init__(self, options: BuildOptions, say: Progress, stream: Progress | None) -> None:
         self.options, self.say, self.stream = options, say, stream
         self.timings: dict[str, float] = {}  # shared with every BuildResult made here
-        self.count = 5 if options.docker else 3
+        self.count = (5 if options.docker else 3) + (1 if options.mlflow_uri else 0)
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -292,12 +300,24 @@ class _Steps:
         )
         return BuildResult(context=staged, artifact=artifact, parity=parity, timings=self.timings)
 
+    def track(self, result: BuildResult, target: Path, uri: str) -> BuildResult:
+        """The last step: log the build directory, now in place, to MLflow (``--mlflow``)."""
+        from .track import track
+
+        n = self.count
+        self.say(f"[{n}/{n}] logging the run to MLflow and registering the model version")
+        with self.timed("mlflow"):
+            record = track(TrackOptions(target, uri, self.options.mlflow_experiment), self.say)
+        result = replace(result, tracking=record)
+        _write_reports(self.options, result, target)  # --json again, now with the run
+        return result
+
     def build_and_smoke(self, result: BuildResult, engine: Engine, target: Path) -> BuildResult:
         """Steps 4-5: the image from the staged directory, then the container's smoke test."""
         from .ship import image, smoke
 
         staging = result.context.path
-        self.say("[4/5] building the image")
+        self.say(f"[4/{self.count}] building the image")
         with self.timed("image"):
             built = image.build_image(
                 staging,
@@ -309,7 +329,7 @@ class _Steps:
             )
         result = replace(result, image=built)
         self.say(f"      {', '.join(built.tags)} ({built.size_bytes / 1e6:.0f} MB)")
-        self.say("[5/5] smoke-testing the container")
+        self.say(f"[5/{self.count}] smoke-testing the container")
         with self.timed("smoke"):
             report = smoke.run_smoke_checks(
                 built.tags[0],
@@ -379,6 +399,7 @@ def summary(result: BuildResult) -> dict[str, Any]:
         "timings": result.timings,
         "image": None,
         "smoke": None,
+        "mlflow": result.tracking.to_json() if result.tracking is not None else None,
     }
     if result.image is not None:
         data["image"] = {
@@ -475,3 +496,10 @@ def compare(options: CompareOptions) -> ComparisonReport:
     from .gate import compare as gate
 
     return gate.compare(options)
+
+
+def track(options: TrackOptions, progress: Progress | None = None) -> TrackRecord:
+    """Log an existing build directory to MLflow (``nb2prod track``)."""
+    from .track import track as track_stage
+
+    return track_stage(options, progress)

@@ -26,6 +26,7 @@ from .group import (
     say,
     sensitive,
 )
+from .track_commands import mlflow_options, tracking_uri
 
 
 @cli.command()
@@ -216,6 +217,10 @@ def generate(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the smoke checks as JUnit XML here, for CI dashboards.",
 )
+@mlflow_options
+@click.option(
+    "--no-mlflow", is_flag=True, help="Log nothing to MLflow, even with MLFLOW_TRACKING_URI set."
+)
 def build(
     notebook: Path,
     output: Path | None,
@@ -234,6 +239,9 @@ def build(
     json_path: Path | None,
     junit_path: Path | None,
     batch_dependent: bool,
+    mlflow_uri: str | None,
+    mlflow_experiment: str | None,
+    no_mlflow: bool,
 ) -> None:
     """Build NOTEBOOK into DIR (default build/<stem>) and a tested image.
 
@@ -248,6 +256,10 @@ def build(
       5. smoke-test the container: readiness on $PORT, golden parity over
          HTTP, typed 422, /metrics, /healthz, graceful SIGTERM
     With --no-docker, steps 4-5 are skipped (and training runs here).
+    With --mlflow URI (or MLFLOW_TRACKING_URI set), a last step logs the
+    build to MLflow once DIR is written, and registers the model version
+    under the notebook's name (see --mlflow). When the server is down or
+    refuses, build exits 20, DIR stays complete: retry with `nb2prod track`.
     DIR appears (or replaces the previous build) only when every step
     passed: a failed step leaves the last good build as it was, and
     nb2prod never deletes a file it did not write there.
@@ -270,6 +282,8 @@ def build(
         json_path=json_path,
         junit_path=junit_path,
         train_timeout=train_timeout,
+        mlflow_uri=tracking_uri(mlflow_uri, mlflow_experiment, off=no_mlflow),
+        mlflow_experiment=mlflow_experiment,
     )
     result = pipeline.build(options, progress=None if quiet else say)
     card = result.artifact.card

@@ -30,7 +30,7 @@ SHARED_MODULES = {
 #: Not stages: the package entry points that string the stages together.
 ORCHESTRATION = {"nb2prod.pipeline", "nb2prod.cli", "nb2prod.__main__"}  # and nb2prod.cli.*
 #: The stage subpackages, in the order a build meets them.
-SUBPACKAGES = ("build", "train", "ship", "deploy", "gate")
+SUBPACKAGES = ("build", "train", "ship", "deploy", "gate", "track", "ci")
 
 
 def _module_name(path: Path) -> str:
