@@ -557,3 +557,29 @@ def test_the_real_report_renders(tmp_path: Path) -> None:
     path = tmp_path / "report.html"
     write_html(json.loads(json.dumps(report)), path, generated_at=WHEN)
     _assert_page_shows(Page(path.read_text(encoding="utf-8")), served)
+
+
+def test_nb2prod_quality_html_writes_the_page(tmp_path: Path) -> None:
+    pytest.importorskip("fairlearn")
+    from helpers import run_cli
+
+    log, truth, served = _logged_traffic(tmp_path)
+    path = tmp_path / "reports" / "quality.html"
+    common = ("quality", "--predictions", log, "--labels", truth, "--by", "group")
+    result = run_cli(*common, "--html", path)
+    assert result.returncode == 0, result.stderr
+    page = Page(path.read_text(encoding="utf-8"))
+    _assert_page_shows(page, served)
+    assert "Verdict: PASSED" in page.texts["h2"]
+
+    # Run again with a threshold v2 misses: the earlier report is replaced, and the page says
+    # which version failed even though the command exits 17.
+    result = run_cli(*common, "--html", path, "--min-accuracy", "0.6")
+    assert result.returncode == 17, result.stderr
+    page = Page(path.read_text(encoding="utf-8"))
+    assert "Verdict: FAILED" in page.texts["h2"]
+    assert page.table("thresholds")[1:] == [
+        ["min_accuracy", "v1", f4(0.6), f4(_accuracy(served["v1"])), "pass"],
+        ["min_accuracy", "v2", f4(0.6), f4(_accuracy(served["v2"])), "FAIL"],
+    ]
+    assert [p.name for p in path.parent.iterdir()] == ["quality.html"]
