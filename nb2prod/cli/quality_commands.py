@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -152,6 +153,11 @@ def quality(
     if html is not None:
         _write_html(report, html)
     click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
+    _exit_on_failed_thresholds(report)
+
+
+def _exit_on_failed_thresholds(report: dict[str, Any]) -> None:
+    """QualityBelowThreshold (exit 17) naming each failed threshold, after the report."""
     failed = [item for item in report["thresholds"] if not item["passed"]]
     if failed:
         shown = ", ".join(
@@ -177,7 +183,7 @@ def _refuse_foreign(path: Path) -> None:
         )
 
 
-def _write_html(report: dict[str, object], path: Path) -> None:
+def _write_html(report: dict[str, Any], path: Path) -> None:
     try:
         from ..gate.quality_html import write_html
     except ImportError as err:
