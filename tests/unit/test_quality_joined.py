@@ -224,3 +224,42 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     cut.write_text('INFO start\n{"labels": {"nb2prod_log": "predictions"}, "reque\n')
     with pytest.raises(ConfigError, match=r"cut.log, line 2"):
         load_predictions(str(cut))
+
+
+def test_bigquery_sink_shape_in_parquet(tmp_path: Path) -> None:
+    """A log sink's BigQuery table (exported to Parquet): the record sits in jsonPayload, the
+    marker in the labels column, beside other services' entries."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {
+            "logName": "projects/p/logs/run.googleapis.com%2Fstdout",
+            "labels": {"nb2prod_log": "predictions"},
+            "jsonPayload": {k: v for k, v in record.items() if k != "sample_rate"},
+        }
+        for record in RECORDS
+    ]
+    rows.append({"logName": "x", "labels": {"nb2prod_log": None}, "jsonPayload": {"message": "hi"}})
+    path = tmp_path / "sink.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    frame = load_predictions(str(path))
+    assert sorted(frame["request_id"]) == ["a", "b", "m", "m", "m"]
+    assert frame.set_index(["request_id", "row"]).loc[("m", 1), "group"] == "B"
+
+
+def test_bigquery_without_the_extra_names_it() -> None:
+    pytest.importorskip("pyarrow")
+    try:
+        import pandas_gbq  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("pandas-gbq is installed here")
+    from nb2prod.errors import MissingExtraError
+
+    with pytest.raises(MissingExtraError) as info:
+        load_predictions("bq://my-project.logs.stdout")
+    assert info.value.hint == "pip install 'nb2prod[bigquery]'"
+    with pytest.raises(ConfigError, match="is not bq://project.dataset.table"):
+        load_labels("bq://just-a-table", "request_id")
