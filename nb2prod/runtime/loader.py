@@ -2,7 +2,8 @@
 
 The serving plan (``card.serving``, typed in plan.py, JSON shape in docs/build-context.md)
 says how; :class:`Predictor` resolves it once at load time so that a prediction is two
-plain function calls.
+plain function calls. It also finds the classifier the predict step calls, for the class
+probabilities the prediction log records off the request path (probabilities.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import cloudpickle
 import pandas as pd
 
 from . import frozen
-from .card import CARD_FILE, STATE_FILE, CardError, ModelCard, read_card
+from .card import CARD_FILE, GOLDEN_FILE, STATE_FILE, CardError, ModelCard, read_card, read_golden
 from .notebook_path import RAW_INPUTS_KEY, RECORDING_KEY
 from .plan import Bindings, CellsStep, FunctionStep, NoStep, ServingPlan, Step
+from .probabilities import ClassProbabilities, find_classifier
 from .raw_inputs import RawInput, bind
 from .schema import FrameBuilder, predictions_to_list
 
@@ -74,6 +76,9 @@ class Predictor:
         except Exception as err:  # unpickling can raise anything (missing module, bad file)
             raise ModelLoadError(f"cannot load the model state {state_path}: {err}") from err
         self._state = state
+        self._model_dir = model_dir
+        # What the predict step reads from the state: where its classifier is (probabilities).
+        self._predict_reads: dict[str, Any] = _pick(state, plan.globals, "model_code")
         # The sites in model_code call the frozen module it imported (nb2prod_runtime.frozen in
         # a build directory, which is another module object than this package's when nb2prod
         # itself serves the build): replay through that one.
@@ -87,6 +92,7 @@ class Predictor:
         self._preprocess = self._plan_preprocess(plan.preprocess, bindings, model_code)
         self._predict = self._plan_predict(plan.predict, bindings, model_code)
         self.frames = FrameBuilder(self.schema)
+        self._probabilities = self._find_probabilities()
 
     def _plan_preprocess(
         self, step: Step, bindings: Bindings, code: ModuleType
@@ -138,10 +144,12 @@ class Predictor:
             args = dict(bindings.predict_args)
             state = _pick(self._state, list(args.values()), "predict()")
             bound = {param: state[name] for param, name in args.items() if param != features}
+            self._predict_reads.update({args[param]: value for param, value in bound.items()})
         else:
             predict = code.run_predict_cells
             reads = [name for name in step.reads if name != features]
             bound = _pick(self._state, reads, "the predict cells")
+            self._predict_reads.update(bound)
 
         def call(feats: Any) -> Any:
             return predict(**bound, **{features: feats})
@@ -184,3 +192,44 @@ class Predictor:
     def predict_records(self, records: list[dict[str, Any]]) -> list[Any]:
         """Predict JSON records (``{column: value}``), e.g. the card's golden rows."""
         return self.predict_frame(self.frames.from_records(records))
+
+    @property
+    def has_probabilities(self) -> bool:
+        """Whether :meth:`probabilities` may answer: a classifier was found, not turned off."""
+        return self._probabilities is not None and not self._probabilities.off_reason
+
+    def probabilities(
+        self, frame: pd.DataFrame, predictions: Sequence[Any] | None = None
+    ) -> tuple[list[Any], list[list[float]]] | None:
+        """``(classes, probabilities per row)`` for a raw input frame, or None when the model
+        has none or they are not verified to be the served model's (see probabilities.py).
+
+        A second preprocess and a ``predict_proba`` call: for the prediction log's writer
+        thread, never the request path. ``predictions`` (what was served for these rows)
+        checks them further; the first call checks the golden rows when they are there.
+        """
+        if self._probabilities is None:
+            return None
+        return self._probabilities.compute(frame, predictions)
+
+    def _find_probabilities(self) -> ClassProbabilities | None:
+        found = find_classifier(self._predict_reads)
+        if found is None:
+            return None
+        name, estimator = found
+
+        def features(frame: pd.DataFrame) -> Any:
+            with self._frozen.replaying(self._recording):
+                return self._preprocess(frame)
+
+        def predict_step(features: Any) -> Any:
+            with self._frozen.replaying(self._recording):
+                return self._predict(features)
+
+        def golden() -> tuple[pd.DataFrame, list[Any]] | None:
+            if not (self._model_dir / GOLDEN_FILE).is_file():
+                return None  # an image: training rows stay out of it
+            rows = read_golden(self._model_dir).rows
+            return self.frames.from_records(rows), self.predict_records(rows)
+
+        return ClassProbabilities(name, estimator, features, predict_step, golden)

@@ -4,8 +4,16 @@ An ``after_predict`` hook (see app.py) puts each sampled request's rows on a bou
 O(1) for all-number inputs; a background thread turns them into one JSON record per request:
 ``request_id``, ``timestamp``, ``model_version``, ``revision`` (``K_REVISION`` on Cloud Run),
 ``sample_rate``, ``rows``, ``inputs`` (one object per row, as validated, before preprocessing)
-and ``predictions`` (what ``/predict`` answered). The runtime's predictor returns predictions
-only, so probabilities are not logged: getting them would cost a second model call per request.
+and ``predictions`` (what ``/predict`` answered).
+
+Classifiers' records also carry ``classes`` and ``probabilities`` (one list per row, in the
+order of ``classes``), computed by the writer thread, never on the request path: the thread
+drains the queue every :data:`DRAIN_SECONDS` (less often for a model whose probabilities are
+costly: :data:`PROBABILITY_TIME_SHARE`) and asks the predictor for the probabilities of every
+drained row in one batched call (``Predictor.probabilities``, which also checks that they are
+the served model's: probabilities.py). A request without them (a
+regressor, a model they are not verified for, a cut long text, a failing call) is logged
+without them, never dropped.
 
 Sinks (``NB2PROD_PREDICTION_LOG``):
 - unset: one JSON line per request on stdout in Cloud Logging's shape, labelled
@@ -29,7 +37,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +48,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from .batcher import BatchAwareHook
 from .card import ModelCard
+from .loader import Predictor
 from .monitoring.profile import frame_values
 from .prediction_log_sinks import (
     ENV_SINK,
@@ -72,6 +81,16 @@ MAX_TEXT_CHARS = 1024
 
 #: How long shutdown waits for the writer to drain the queue: Cloud Run kills 10 s after SIGTERM.
 STOP_TIMEOUT_SECONDS = 5.0
+
+#: The writer drains the queue at most this often: requests never wake it (no notify on the
+#: request path), and the probabilities of a drain's rows are one batched model call. The
+#: queue is bounded in rows, so a longer wait never means more memory.
+DRAIN_SECONDS = 0.2
+#: A model whose probabilities are costly (a forest: about the cost of a request, whatever the
+#: rows) is drained less often, so that computing them takes at most this share of the time
+#: (of one core), waiting at most MAX_DRAIN_SECONDS.
+PROBABILITY_TIME_SHARE = 0.01
+MAX_DRAIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,11 @@ class _Pending:
     created: float  # time.time()
 
 
+#: ``(classes, one list of probabilities per row)`` for one request.
+_Probabilities = tuple[list[Any], list[list[float]]]
+_CUT_MIN = MAX_TEXT_CHARS - 32
+
+
 def bounded_text(text: str) -> str:
     """``text``, or for a long one its first characters and its length."""
     if len(text) <= MAX_TEXT_CHARS:
@@ -180,14 +204,22 @@ class PredictionLog:
         sink: Sink,
         card: ModelCard,
         registry: CollectorRegistry,
+        predictor: Callable[[], Predictor | None] | None = None,
     ) -> None:
         self.settings = settings
         self._sink = sink
+        # The loaded predictor (loaded after the log is installed), for probabilities.
+        self._predictor = predictor
+        self._probability_errors = 0
+        self._interval = DRAIN_SECONDS
         names = [str(column["name"]) for column in card.input_schema["columns"]]
+        self._columns = len(names)
         # The frame's columns are the schema's, in order (then ignored ones, never logged).
         self._kept = [
             (pos, name) for pos, name in enumerate(names) if name not in settings.sensitive
         ]
+        self._kept_positions = [pos for pos, _ in self._kept]
+        self._kept_names = [name for _, name in self._kept]
         columns = card.input_schema["columns"]
         self._float_rows = bool(names) and all(
             column.get("dtype") == "float64" and column.get("kind") == "number"
@@ -253,7 +285,6 @@ class PredictionLog:
                 item = _Pending(values[start:end], predictions[start:end], request_id, now)
                 self._pending.append(item)
                 self._queued_rows += rows
-            self._wake.notify()
         if dropped:
             self.dropped.inc(dropped)
 
@@ -278,11 +309,20 @@ class PredictionLog:
                 return
         self._sink.close()
 
+    def drain(self) -> None:
+        """Write what is queued, in the caller's thread: ``nb2prod batch`` (batch_log.py) runs
+        no writer thread, as it has no request to keep fast and must not drop rows."""
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
+            self._queued_rows = 0
+        self._write(batch)
+
     def _run(self) -> None:
         while True:
             with self._lock:
-                if not self._pending and not self._stopping:
-                    self._wake.wait(timeout=1.0)
+                if not self._stopping:
+                    self._wake.wait(timeout=self._interval)  # only stop() wakes it early
                 batch = list(self._pending)
                 self._pending.clear()
                 self._queued_rows = 0
@@ -296,27 +336,42 @@ class PredictionLog:
                 return
 
     def _write(self, batch: list[_Pending]) -> None:
-        for item in batch:
+        probabilities = self._probabilities(batch)
+        written = failed = 0
+        for item, proba in zip(batch, probabilities, strict=True):
             rows = len(item.values)
             try:
-                self._sink.write(self._record(item))
+                self._sink.write(self._record(item, proba))
             except Exception:
                 logger.exception("a prediction log record could not be written")
-                self.dropped.inc(rows)
+                failed += rows
                 continue
-            self.rows.inc(rows)
+            written += rows
+        if failed:
+            self.dropped.inc(failed)
+        if written:
+            self.rows.inc(written)
         if batch:
             try:
                 self._sink.flush()
             except Exception:
                 logger.exception("the prediction log could not be flushed")
 
-    def _record(self, item: _Pending) -> dict[str, Any]:
-        inputs = [
-            {name: _plain(row[pos]) for pos, name in self._kept} for row in item.values.tolist()
-        ]
+    def _record(self, item: _Pending, probabilities: _Probabilities | None) -> dict[str, Any]:
+        values = item.values
+        kept = None
+        if self._float_rows and values.dtype == np.float64:
+            kept = values if values.shape[1] == len(self._kept) else values[:, self._kept_positions]
+        if kept is not None and np.isfinite(kept).all():
+            # All-number rows (the common case): plain floats already, no cell needs _plain.
+            names = self._kept_names
+            inputs = [dict(zip(names, row, strict=True)) for row in kept.tolist()]
+        else:
+            inputs = [
+                {name: _plain(row[pos]) for pos, name in self._kept} for row in values.tolist()
+            ]
         stamp = dt.datetime.fromtimestamp(item.created, tz=dt.timezone.utc).isoformat()
-        return {
+        record = {
             "request_id": item.request_id,
             "timestamp": stamp,
             **self._static,
@@ -325,6 +380,52 @@ class PredictionLog:
             "inputs": inputs,
             "predictions": _plain(item.predictions),
         }
+        if probabilities is not None:
+            record["classes"], record["probabilities"] = probabilities
+        return record
+
+    def _probabilities(self, batch: list[_Pending]) -> list[_Probabilities | None]:
+        """Each request's ``(classes, rows)``, from one call for the whole drain, or None."""
+        found: list[_Probabilities | None] = [None] * len(batch)
+        predictor = self._predictor() if self._predictor is not None else None
+        if predictor is None or not predictor.has_probabilities or not batch:
+            return found
+        # A cut long text is not what was predicted on: those requests go without.
+        chosen = [i for i, item in enumerate(batch) if not self._cut(item.values)]
+        if not chosen:
+            return found
+        values = np.concatenate([batch[i].values for i in chosen])[:, : self._columns]
+        predictions = [p for i in chosen for p in batch[i].predictions]
+        started = time.thread_time()
+        try:
+            # The queued values include sensitive columns: the model needs them.
+            answer = predictor.probabilities(predictor.frames.from_rows(values), predictions)
+        except Exception:
+            self._probability_errors += 1
+            if self._probability_errors == 1:  # once: a broken call would flood the log
+                logger.exception("probabilities could not be computed; records go without")
+            return found
+        finally:
+            spent = time.thread_time() - started
+            wait = min(MAX_DRAIN_SECONDS, spent / PROBABILITY_TIME_SHARE)
+            self._interval = max(DRAIN_SECONDS, wait)
+        if answer is None:
+            return found
+        classes, rows = answer
+        start = 0
+        for i in chosen:
+            end = start + len(batch[i].values)
+            found[i] = (_plain(classes), rows[start:end])
+            start = end
+        return found
+
+    def _cut(self, values: np.ndarray) -> bool:
+        """Whether :func:`bounded_text` cut one of these rows' texts."""
+        for position in self._text_columns:
+            for value in values[:, position]:
+                if type(value) is str and len(value) > _CUT_MIN and value.endswith(" chars]"):
+                    return True
+        return False
 
 
 def install_prediction_log(
@@ -355,7 +456,9 @@ def install_prediction_log(
     unknown = sorted(settings.sensitive - names)
     if unknown:
         logger.warning("sensitive columns %s are not input columns of this model", unknown)
-    log = PredictionLog(settings, sink, card, app.state.metrics.registry)
+    log = PredictionLog(
+        settings, sink, card, app.state.metrics.registry, lambda: app.state.predictor
+    )
     app.state.after_predict.append(BatchAwareHook(log.after_predict, log.after_predict_batch))
     app.state.prediction_log = log
     logger.info(

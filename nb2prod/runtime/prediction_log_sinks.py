@@ -1,7 +1,9 @@
 """The prediction log's sinks: Cloud Logging entries on stdout, or rotating JSON Lines files.
 
 Written by the prediction log's writer thread only (prediction_log.py), never on the request
-path. A file is written under a hidden temporary name and published (renamed, or uploaded for an
+path. A record is a JSON object (see prediction_log.py; a classifier's carries ``classes`` and
+``probabilities`` per row); a stdout entry too large for Cloud Logging is split by rows. A
+file is written under a hidden temporary name and published (renamed, or uploaded for an
 fsspec URL) complete, so a reader never sees half of one.
 """
 
@@ -55,6 +57,11 @@ class StdoutSink:
                         "rows": end - start,
                         "inputs": record["inputs"][start:end],
                         "predictions": record["predictions"][start:end],
+                        **(
+                            {"probabilities": record["probabilities"][start:end]}
+                            if "probabilities" in record
+                            else {}
+                        ),
                     }
                 )
             return
