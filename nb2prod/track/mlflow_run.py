@@ -46,6 +46,12 @@ REGISTRY_TAG = "nb2prod_model_version"
 _PROBE_SECONDS = 10.0
 WHAT = "Experiment tracking (--mlflow, MLFLOW_TRACKING_URI)"
 
+#: What to do when the server answered but refused.
+_FIX = (
+    "Fix what the server refused (credentials come from MLFLOW_TRACKING_TOKEN, or "
+    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), then log it"
+)
+
 Progress = Callable[[str], None]
 
 
@@ -194,7 +200,7 @@ def _refusals(shown: str, options: TrackOptions) -> Iterator[None]:
         raise
     except MlflowException as err:
         message = " ".join(str(err.message).split())[:400]
-        raise _tracking_error(f"MLflow at {shown} refused: {message}", options) from err
+        raise _tracking_error(f"MLflow at {shown} refused: {message}", options, _FIX) from err
     except OSError as err:  # artifact stores reached directly (a path, a bucket)
         raise _tracking_error(f"MLflow at {shown} failed: {err}", options) from err
 
@@ -211,11 +217,11 @@ def _failed_on_error(client: MlflowClient, run_id: str) -> Iterator[None]:
         raise
 
 
-def _tracking_error(what: str, options: TrackOptions) -> TrackingError:
+def _tracking_error(what: str, options: TrackOptions, fix: str = "") -> TrackingError:
     directory = options.build_dir
     return TrackingError(
         f"{what}. The build directory {directory} is complete and kept; only the MLflow "
         "run is missing",
-        hint=f"Log it again once the server answers: nb2prod track {directory} "
+        hint=f"{fix or 'Once the server answers, log it'} again: nb2prod track {directory} "
         f"--mlflow {redact(options.tracking_uri)}",
     )

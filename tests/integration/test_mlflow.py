@@ -20,15 +20,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import nbformat
 import pytest
+from fake_build import make_card, write_model_dir
 from helpers import error_lines, example_notebook, free_port, run_cli_process
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra (pip install 'nb2prod[mlflow]')")
@@ -259,7 +262,7 @@ def test_an_unreachable_server_exits_20_and_keeps_the_build(server: Server, clie
     (line,) = error_lines(kept.stderr)
     assert "cannot reach the MLflow tracking server at http://127.0.0.1:" in line
     assert f"The build directory {kept.out} is complete and kept" in line
-    assert f"Hint: Log it again once the server answers: nb2prod track {kept.out}" in kept.stderr
+    assert f"Hint: Once the server answers, log it again: nb2prod track {kept.out}" in kept.stderr
     card = card_of(kept.out)  # the build directory is there, whole
     assert (kept.out / "model" / "state.pkl").is_file() and (kept.out / "serving.py").is_file()
     assert not (kept.out / ".nb2prod" / "mlflow.json").exists()
@@ -274,3 +277,38 @@ def test_an_unreachable_server_exits_20_and_keeps_the_build(server: Server, clie
     assert version.tags["nb2prod_model_version"] == card["model_version"]
     assert version.version == "3"
     assert client.get_run(record["run_id"]).data.metrics == finite_numbers(card["metrics"])
+
+
+class Refusing(BaseHTTPRequestHandler):
+    """A tracking server behind a proxy that denies this client: 403 with MLflow's error body."""
+
+    def _refuse(self) -> None:
+        body = json.dumps(
+            {"error_code": "PERMISSION_DENIED", "message": "User 'ci' lacks CAN_EDIT"}
+        ).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_PUT = _refuse  # noqa: N815 - http.server's names
+
+    def log_message(self, *_: Any) -> None:
+        return None
+
+
+def test_a_refusing_server_exits_20_with_its_reason(tmp_path: Path) -> None:
+    out = tmp_path / "build"
+    write_model_dir(out, make_card(name=NOTEBOOK, metrics={"accuracy": 0.5}))
+    with ThreadingHTTPServer(("127.0.0.1", 0), Refusing) as refusing:
+        threading.Thread(target=refusing.serve_forever, daemon=True).start()
+        uri = f"http://127.0.0.1:{refusing.server_address[1]}"
+        result = run_cli_process("track", out, "--mlflow", uri, env={**os.environ, **QUIET_MLFLOW})
+        refusing.shutdown()
+    assert result.returncode == 20, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert line.startswith(f"Error: MLflow at {uri} refused:")
+    assert "lacks CAN_EDIT" in line and "complete and kept" in line
+    assert f"then log it again: nb2prod track {out} --mlflow {uri}" in result.stderr
+    assert not (out / ".nb2prod" / "mlflow.json").exists()
