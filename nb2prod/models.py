@@ -534,6 +534,30 @@ class GateOptions:
 
 
 @dataclass(frozen=True)
+class CiOptions:
+    """What ``nb2prod ci init`` writes: which provider's workflow, where, with which defaults."""
+
+    root: Path  # the repository root: the default output and the notebook search start here
+    provider: str = "github"
+    output: Path | None = None  # None: the provider's usual place under ``root``
+    force: bool = False  # overwrite a workflow nb2prod wrote that was edited since
+    notebook: str | None = None  # relative to ``root``; None: the one notebook found there
+    champion_dir: str = "builds/champion"
+    schedule: str = "0 6 * * 1"
+    canary: int = 10
+    wait_minutes: int = 60
+
+
+@dataclass(frozen=True)
+class CiWorkflow:
+    """The workflow ``nb2prod ci init`` wrote."""
+
+    path: Path
+    notebook: str
+    edited_copy: Path | None = None  # the user's edited version, kept aside by --force
+
+
+@dataclass(frozen=True)
 class ComparedModel:
     """One side of a comparison: its build directory and what its model card says."""
 

@@ -33,6 +33,8 @@ from .models import (
     BuildContext,
     BuildOptions,
     BuildResult,
+    CiOptions,
+    CiWorkflow,
     CloudRunDeployment,
     CloudRunJobDeployment,
     CloudRunJobOptions,
@@ -482,6 +484,13 @@ def promote_gate(options: GateOptions) -> tuple[GateReport, CloudRunDeployment |
     traffic = TrafficOptions(build_dir=options.build_dir, endpoint=options.endpoint)
     moved = promote(traffic) if report.decision == "promote" else rollback(traffic)
     return report, moved
+
+
+def ci_init(options: CiOptions) -> CiWorkflow:
+    """Write the retraining workflow (``nb2prod ci init``)."""
+    from .ci import workflow
+
+    return workflow.init(options)
 
 
 def monitor(url: str, timeout: float = 10.0) -> MonitorReport:

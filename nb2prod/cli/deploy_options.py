@@ -127,6 +127,9 @@ def given_for(ctx: click.Context, target: str) -> dict[str, Any]:
         source = ctx.get_parameter_source(param.name)
         if source is None or source == click.core.ParameterSource.DEFAULT:
             continue
+        # An environment variable is a setting of the shell, not a flag typed for this target.
+        if source == click.core.ParameterSource.ENVIRONMENT and target not in param.fields:
+            continue
         if target in param.fields:
             given[param.fields[target]] = ctx.params[param.name]
         else:
@@ -158,6 +161,9 @@ def _each(*targets: str, field: str) -> dict[str, str]:
     return dict.fromkeys(targets, field)
 
 
+#: The hidden --endpoint's environment variable: a CI workflow runs unchanged against a local
+#: fake of the Cloud Run API (its tests) when this points at the fake.
+ENDPOINT_ENV = "NB2PROD_CLOUD_RUN_ENDPOINT"
 EVERY = tuple(DEPLOY_TARGETS)
 SERVICES = ("cloudrun", "kubernetes")
 GOOGLE = ("cloudrun", "cloudrun-job")
@@ -221,6 +227,7 @@ DEPLOY_OPTIONS = (
     _option(
         "--endpoint",
         hidden=True,
+        envvar=ENDPOINT_ENV,
         fields=_each(*GOOGLE, field="endpoint"),
         help="Cloud Run API endpoint (tests).",
     ),

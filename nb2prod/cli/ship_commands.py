@@ -19,7 +19,13 @@ from ..models import (
     KubernetesOptions,
     TrafficOptions,
 )
-from .deploy_options import DEPLOY_TARGETS, DeployCommand, deploy_options, options_for
+from .deploy_options import (
+    DEPLOY_TARGETS,
+    ENDPOINT_ENV,
+    DeployCommand,
+    deploy_options,
+    options_for,
+)
 from .group import BUILD_DIR, EXIT_CODE_HELP, cli, say
 
 
@@ -117,7 +123,9 @@ def deploy(
 )
 @click.option("--dry-run", is_flag=True, help="--gate: print the decision, move no traffic.")
 @click.option("--json", "as_json", is_flag=True, help="--gate: print the evidence as JSON.")
-@click.option("--endpoint", hidden=True, help="Cloud Run API endpoint (tests).")
+@click.option(
+    "--endpoint", hidden=True, envvar=ENDPOINT_ENV, help="Cloud Run API endpoint (tests)."
+)
 def promote(directory: Path, gate: bool, endpoint: str | None, **gate_flags: Any) -> None:
     """Send all traffic to the canary revision of DIRECTORY's Cloud Run service.
 
@@ -181,7 +189,9 @@ def _promote_gated(
 
 @cli.command()
 @click.argument("directory", type=BUILD_DIR)
-@click.option("--endpoint", hidden=True, help="Cloud Run API endpoint (tests).")
+@click.option(
+    "--endpoint", hidden=True, envvar=ENDPOINT_ENV, help="Cloud Run API endpoint (tests)."
+)
 def rollback(directory: Path, endpoint: str | None) -> None:
     """Restore the traffic split from before the last deploy of DIRECTORY."""
     _print_deployment(pipeline.rollback(TrafficOptions(build_dir=directory, endpoint=endpoint)))
