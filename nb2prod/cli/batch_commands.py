@@ -71,6 +71,13 @@ Exit codes:
     help="--engine spark only: the Spark master. Default: SPARK_MASTER, spark-submit's, "
     "else local[*].",
 )
+@click.option(
+    "--prediction-log",
+    metavar="DIR|URL",
+    help="Write the service's prediction log records for the scored rows (JSON Lines files, "
+    "the --keep columns among the inputs). Default: NB2PROD_PREDICTION_LOG; neither: no log. "
+    "Pandas engine only.",
+)
 def batch(
     directory: Path,
     input_spec: str,
@@ -85,6 +92,7 @@ def batch(
     quiet: bool,
     engine: str,
     master: str | None,
+    prediction_log: str | None,
 ) -> None:
     """Score INPUT (a CSV / Parquet / JSON Lines file, a folder or a glob) with the model in
     the built DIRECTORY, into OUTPUT.
@@ -109,6 +117,8 @@ def batch(
     """
     if master and engine != "spark":
         raise ConfigError("--master applies to --engine spark only")
+    if prediction_log and engine == "spark":
+        raise ConfigError("--prediction-log applies to the pandas engine only")
     build = BuildDir(directory)
     if not build.card_path.is_file():
         raise ConfigError(
@@ -130,6 +140,8 @@ def batch(
             command += [flag, value]
     if rejects is not None:
         command += ["--rejects", rejects]
+    if prediction_log:
+        command += ["--prediction-log", prediction_log]
     if engine != "pandas":
         command += ["--engine", engine] + (["--master", master] if master else [])
     for column in keep:

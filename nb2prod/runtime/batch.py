@@ -18,6 +18,9 @@ schema (the card's), the same request validation rules, the same :class:`Predict
   ``OUTPUT.nb2prod.json`` (and, for Parquet, the file's schema metadata) records the model
   version and the counts.
 
+With ``--prediction-log DIR|URL`` (or ``NB2PROD_PREDICTION_LOG``) the scored rows are also
+written as the service's prediction log records (batch_log.py).
+
 The run itself is batch_run.py; ``--engine spark`` runs spark_batch.py instead.
 
 In a Cloud Run Job with several tasks (``CLOUD_RUN_TASK_INDEX``/``CLOUD_RUN_TASK_COUNT``),
@@ -101,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     parser.add_argument("--model-dir", type=Path, help="default: model/ beside model_code.py")
     parser.add_argument(
+        "--prediction-log",
+        metavar="DIR|URL",
+        help="write the service's prediction log records for the scored rows here (default: "
+        "NB2PROD_PREDICTION_LOG; neither: no log)",
+    )
+    parser.add_argument(
         "--engine",
         choices=("pandas", "spark"),
         default="pandas",
@@ -122,6 +131,10 @@ def main(argv: Sequence[str] | None = None, loaded: Callable[[], Predictor] | No
         parser.error("--master applies to --engine spark only")
     if args.model_dir and spark:
         parser.error("--model-dir applies to the pandas engine; Spark scores the whole build")
+    if args.prediction_log and spark:
+        parser.error("--prediction-log applies to the pandas engine; Spark does not log")
+    if spark and os.environ.get("NB2PROD_PREDICTION_LOG", "").strip():
+        print("nb2prod-batch: notice: the Spark engine writes no prediction log", file=sys.stderr)
     options = _options(args, spark)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -180,6 +193,7 @@ def _options(args: argparse.Namespace, spark: bool) -> BatchOptions:
         rejects=args.rejects,
         force=args.force,
         quiet=args.quiet or args.json,
+        prediction_log=args.prediction_log,
     )
     shard = None if spark else _task_shard()  # (Spark splits the input itself)
     if shard is None:

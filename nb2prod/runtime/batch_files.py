@@ -93,6 +93,8 @@ class BatchOptions:
     quiet: bool = False
     #: (task index, task count) in a Cloud Run Job: every count-th input file, from index.
     shard: tuple[int, int] | None = None
+    #: ``--prediction-log DIR|URL`` (else NB2PROD_PREDICTION_LOG; neither: no log).
+    prediction_log: str | None = None
 
 
 @dataclass
@@ -111,9 +113,14 @@ class BatchSummary:
     seconds: float = 0.0
     rows_per_second: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)  # rejected rows by kind of reason
+    #: Where the prediction log went, the run id in its request ids, rows logged and dropped.
+    prediction_log: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        if data["prediction_log"] is None:
+            del data["prediction_log"]  # a run without the log reports as it always did
+        return data
 
 
 def is_url(where: object) -> bool:

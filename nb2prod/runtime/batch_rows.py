@@ -167,6 +167,8 @@ class Scored:
     rows: np.ndarray  # positions of the rows that scored, ascending
     predictions: list[Any]  # one per scored row, in the same order
     rejected: list[tuple[int, str]]  # (position, reason) of every other row, ascending
+    #: The scored rows as the service's request frame (what the prediction log records).
+    request: pd.DataFrame | None = None
 
 
 def score_rows(predictor: Predictor, validator: Validator, frame: pd.DataFrame) -> Scored:
@@ -178,4 +180,6 @@ def score_rows(predictor: Predictor, validator: Validator, frame: pd.DataFrame) 
     rejected += [(int(valid[position]), reason) for position, reason in failed.items()]
     scored = np.ones(len(valid), dtype=bool)
     scored[list(failed)] = False
-    return Scored(valid[scored], predictions, sorted(rejected))
+    if failed:
+        request = request[scored].reset_index(drop=True)
+    return Scored(valid[scored], predictions, sorted(rejected), request)

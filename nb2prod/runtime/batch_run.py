@@ -33,6 +33,7 @@ from .batch_files import (
     suffix_of,
     with_name,
 )
+from .batch_log import BatchLog, open_batch_log
 from .batch_output import (
     Writer,
     commit,
@@ -107,10 +108,16 @@ def score_files(predictor: Predictor, options: BatchOptions) -> BatchSummary:
         format=out_fmt,
         inputs=[str(p) for p in files],
     )
-    with staging_folder(options.output, rejects_path) as staging:
-        _score_and_commit(
-            predictor, validator, files, formats, options, summary, rejects_path, staging, replacing
-        )
+    log = open_batch_log(predictor, options.prediction_log, options.keep, options.chunk_rows)
+    try:
+        with staging_folder(options.output, rejects_path) as staging:
+            _score_and_commit(
+                predictor, validator, files, formats, options, summary, rejects_path, staging,
+                replacing, log,
+            )  # fmt: skip
+    finally:
+        if log is not None:
+            log.close()  # (again, after a failure: a closed log closes as a no-op)
     return summary
 
 
@@ -152,6 +159,7 @@ def _score_and_commit(
     rejects_path: Where,
     staging: Path | None,
     replacing: bool,
+    log: BatchLog | None,
 ) -> None:
     """Score every file into staged files, then commit them: sidecar, rejects, output last."""
     metadata = {"nb2prod.model_version": summary.model_version, "nb2prod.model": summary.model_name}
@@ -162,7 +170,7 @@ def _score_and_commit(
     done: list[Where] = []  # committed so far
     try:
         columns = _score_all(
-            predictor, validator, files, formats, options, (out, rejects), summary, progress
+            predictor, validator, files, formats, options, (out, rejects), summary, progress, log
         )
         if summary.rows_scored + summary.rows_rejected != summary.rows_in:
             raise BatchError(
@@ -170,6 +178,9 @@ def _score_and_commit(
                 f"{summary.rows_rejected} rejected; nothing was written",
                 code=EXIT_WRITE,
             )
+        if log is not None:
+            log.close()  # its last file published, its counts final for the sidecar
+            summary.prediction_log = log.summary()
         out.close(columns or ["prediction"])
         steps = [(sidecar, sidecar_path(options.output))]
         if summary.rows_rejected > 0 or options.rejects is not None:
@@ -209,6 +220,7 @@ def _score_all(
     writers: tuple[Writer, Writer],
     summary: BatchSummary,
     progress: Progress,
+    log: BatchLog | None,
 ) -> list[str]:
     """Every file's chunks scored into the (output, rejects) writers; the output's columns."""
     needed = [*validator.names, *options.keep]
@@ -218,7 +230,7 @@ def _score_all(
         for chunk in read_chunks(
             path, formats[path], options.chunk_rows, needed, validator.text_columns
         ):
-            columns = _score_chunk(predictor, validator, chunk, options, *writers, summary)
+            columns = _score_chunk(predictor, validator, chunk, options, *writers, summary, log)
             progress.update(summary)
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.rows_per_second = round(summary.rows_in / max(summary.seconds, 1e-9), 1)
@@ -249,12 +261,15 @@ def _score_chunk(
     out: Writer,
     rejects: Writer,
     summary: BatchSummary,
+    log: BatchLog | None,
 ) -> list[str]:
     frame = chunk.frame.reset_index(drop=True)
     scored = score_rows(predictor, validator, frame)
     kept = frame.loc[scored.rows, list(options.keep)].reset_index(drop=True)
     result = pd.concat([kept, prediction_frame(scored.predictions)], axis=1)
     out.write(result)
+    if log is not None and scored.request is not None:
+        log.chunk(scored.request, scored.predictions, kept)
     rows = [
         {"file": str(chunk.path), "row": int(chunk.rows[i]), "reason": reason}
         | {k: frame.at[i, k] for k in options.keep}
