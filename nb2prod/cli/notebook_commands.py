@@ -26,7 +26,7 @@ from .group import (
     say,
     sensitive,
 )
-from .track_commands import mlflow_options, tracking_uri
+from .track_commands import LOGGED_HELP, mlflow_options, tracking_uri
 
 
 @cli.command()
@@ -217,7 +217,7 @@ def generate(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the smoke checks as JUnit XML here, for CI dashboards.",
 )
-@mlflow_options
+@mlflow_options(f" Logged once DIR is written: {LOGGED_HELP}")
 @click.option(
     "--no-mlflow", is_flag=True, help="Log nothing to MLflow, even with MLFLOW_TRACKING_URI set."
 )

@@ -16,9 +16,9 @@ from .group import BUILD_DIR, EXIT_CODE_HELP, cli, say
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: What a run holds: shown by ``build --help`` and ``track --help``.
+#: What a run holds, for ``build --help`` (``track --help`` says it in its own words).
 LOGGED_HELP = (
-    "Logged: the notebook's parameters as built (with -p overrides) as params; every finite "
+    "the notebook's parameters as built (with -p overrides) as params; every finite "
     "number in the model card's metrics as metrics; the model version, the notebook's path "
     "and sha256 and the nb2prod version as tags; model_card.json and the build directory "
     "(under build/) as artifacts. Then a new version of the registered model named after "
@@ -26,28 +26,32 @@ LOGGED_HELP = (
 )
 
 
-def mlflow_options(command: F) -> F:
-    """``--mlflow URI`` (or MLFLOW_TRACKING_URI) and ``--mlflow-experiment NAME``."""
-    decorators = [
-        click.option(
-            "--mlflow",
-            "mlflow_uri",
-            metavar="URI",
-            envvar="MLFLOW_TRACKING_URI",
-            show_envvar=True,
-            help="Log to this MLflow tracking server (http://host:5000, databricks, ...), "
-            f"after the build directory is written. {LOGGED_HELP} Needs pip install "
-            "'nb2prod[mlflow]'.",
-        ),
-        click.option(
-            "--mlflow-experiment",
-            metavar="NAME",
-            help="The MLflow experiment (created when missing). Default: the notebook's name.",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+def mlflow_options(what: str = "") -> Callable[[F], F]:
+    """``--mlflow URI`` (or MLFLOW_TRACKING_URI) and ``--mlflow-experiment NAME``; ``what``
+    ends the first one's help."""
+
+    def decorate(command: F) -> F:
+        decorators = [
+            click.option(
+                "--mlflow",
+                "mlflow_uri",
+                metavar="URI",
+                envvar="MLFLOW_TRACKING_URI",
+                show_envvar=True,
+                help="The MLflow tracking server to log to (http://host:5000, databricks, "
+                f"...). Needs pip install 'nb2prod[mlflow]'.{what}",
+            ),
+            click.option(
+                "--mlflow-experiment",
+                metavar="NAME",
+                help="The MLflow experiment (created when missing). Default: the notebook's name.",
+            ),
+        ]
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return decorate
 
 
 def tracking_uri(uri: str | None, experiment: str | None, off: bool = False) -> str | None:
@@ -66,7 +70,7 @@ def tracking_uri(uri: str | None, experiment: str | None, off: bool = False) -> 
 
 @cli.command(epilog=EXIT_CODE_HELP)
 @click.argument("directory", type=BUILD_DIR)
-@mlflow_options
+@mlflow_options()
 @click.option("--json", "as_json", is_flag=True, help="Print where the run went as JSON.")
 def track(
     directory: Path, mlflow_uri: str | None, mlflow_experiment: str | None, as_json: bool

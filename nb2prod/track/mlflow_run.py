@@ -203,6 +203,13 @@ def _refusals(shown: str, options: TrackOptions) -> Iterator[None]:
         raise _tracking_error(f"MLflow at {shown} refused: {message}", options, _FIX) from err
     except OSError as err:  # artifact stores reached directly (a path, a bucket)
         raise _tracking_error(f"MLflow at {shown} failed: {err}", options) from err
+    except ImportError as err:  # mlflow-skinny has no store for sqlite:// or file: URIs
+        raise _tracking_error(
+            f"MLflow at {shown} needs a library that is not installed ({err})",
+            options,
+            "For a local database or file store, pip install mlflow (the whole package), "
+            "then log it",
+        ) from err
 
 
 @contextmanager
