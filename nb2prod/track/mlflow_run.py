@@ -51,6 +51,10 @@ _FIX = (
     "Fix what the server refused (credentials come from MLFLOW_TRACKING_TOKEN, or "
     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), then log it"
 )
+_FIX_LOCAL = (
+    "Check the URI (a local database or file store needs the whole mlflow: pip install "
+    "mlflow; a team server is http(s)://HOST), then log it"
+)
 
 Progress = Callable[[str], None]
 
@@ -175,7 +179,7 @@ def _register(client: MlflowClient, contents: RunContents, run_id: str) -> str:
 
 def _probe(uri: str, options: TrackOptions) -> None:
     """Fail fast when an HTTP tracking server does not answer at all (any reply will do)."""
-    if not uri.startswith(("http://", "https://")):
+    if not _is_server(uri):
         return
     import httpx
 
@@ -199,8 +203,12 @@ def _refusals(shown: str, options: TrackOptions) -> Iterator[None]:
     except TrackingError:
         raise
     except MlflowException as err:
-        message = " ".join(str(err.message).split())[:400]
-        raise _tracking_error(f"MLflow at {shown} refused: {message}", options, _FIX) from err
+        message = " ".join(str(err.message).split())[:400].rstrip(".")
+        if _is_server(options.tracking_uri):
+            what, fix = f"MLflow at {shown} refused: {message}", _FIX
+        else:
+            what, fix = f"MLflow at {shown} failed: {message}", _FIX_LOCAL
+        raise _tracking_error(what, options, fix) from err
     except OSError as err:  # artifact stores reached directly (a path, a bucket)
         raise _tracking_error(f"MLflow at {shown} failed: {err}", options) from err
     except ImportError as err:  # mlflow-skinny has no store for sqlite:// or file: URIs
@@ -222,6 +230,10 @@ def _failed_on_error(client: MlflowClient, run_id: str) -> Iterator[None]:
         with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
             client.set_terminated(run_id, "FAILED")
         raise
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
 
 
 def _tracking_error(what: str, options: TrackOptions, fix: str = "") -> TrackingError:
