@@ -312,3 +312,27 @@ def test_a_refusing_server_exits_20_with_its_reason(tmp_path: Path) -> None:
     assert "lacks CAN_EDIT" in line and "complete and kept" in line
     assert f"then log it again: nb2prod track {out} --mlflow {uri}" in result.stderr
     assert not (out / ".nb2prod" / "mlflow.json").exists()
+
+
+# MLflow's sqlite store uses a SQLAlchemy loader option that SQLAlchemy 2.1 deprecates.
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+def test_no_tracking_state_is_left_between_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two builds tracked in one process, to two stores: each run lands only where it was
+    sent, and MLflow's process-wide tracking URI and active run are as they were."""
+    from nb2prod.models import TrackOptions
+    from nb2prod.track import track
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # a sqlite store keeps its artifacts in ./mlruns
+    before = mlflow.get_tracking_uri()
+    stores = {name: f"sqlite:///{tmp_path / name}.db" for name in ("alpha", "beta")}
+    for name, uri in stores.items():
+        write_model_dir(tmp_path / name, make_card(name=name, metrics={"accuracy": 0.5}))
+        track(TrackOptions(tmp_path / name, uri))
+    assert mlflow.get_tracking_uri() == before
+    assert mlflow.active_run() is None
+    for name, uri in stores.items():
+        registered = mlflow.MlflowClient(tracking_uri=uri).search_registered_models()
+        assert [model.name for model in registered] == [name]
