@@ -49,6 +49,8 @@ from serve_bench import _bodies, _build_dir, free_port, load  # noqa: E402
 
 SETTINGS = ("off", "stdout", "folder")
 TARGET = 0.95
+#: The writer's settings (nb2prod/runtime/prediction_log.py), for the CPU accounting.
+DRAIN_SECONDS, PROBABILITY_TIME_SHARE, MAX_DRAIN_SECONDS = 0.2, 0.005, 1.0
 #: After each slice: the writer drains at most every 0.2 s; let it finish before the next.
 PAUSE_SECONDS = 0.5
 Results = dict[tuple[str, int], list[dict[str, float]]]
@@ -161,6 +163,86 @@ def run_build(build_dir: Path, args: argparse.Namespace, pin: bool) -> Results:
     return results
 
 
+#: Run in the build's own environment (its vendored runtime): the log's CPU per request on the
+#: request path, per record in the writer and per drain for probabilities, each the best of
+#: several repeats of thread CPU time (robust to other processes' load), as JSON on stdout.
+COMPONENTS = """
+import json, sys, tempfile, time
+import model_code
+from prometheus_client import CollectorRegistry
+from nb2prod_runtime.loader import Predictor
+from nb2prod_runtime.prediction_log import PredictionLog, PredictionLogSettings
+from nb2prod_runtime.prediction_log_sinks import FileSink
+
+rows_per_drain = int(sys.argv[1])
+predictor = Predictor("model", model_code)
+golden = json.load(open("model/golden.json"))["rows"]
+names = [column["name"] for column in predictor.schema["columns"]]
+rows = [[row.get(name) for name in names] for row in golden]
+frames = [predictor.frames.from_rows([rows[i % len(rows)]]) for i in range(rows_per_drain)]
+answers = [predictor.predict_frame(frame) for frame in frames]
+folder = tempfile.mkdtemp()
+settings = PredictionLogSettings(destination=folder)
+log = PredictionLog(settings, FileSink(folder, 1 << 30, 1e9), predictor.card,
+                    CollectorRegistry(), lambda: predictor)
+
+def best(run, repeats=15):
+    times = []
+    for _ in range(repeats):
+        started = time.thread_time()
+        run()
+        times.append(time.thread_time() - started)
+    return min(times)
+
+def queue():
+    for i, (frame, answer) in enumerate(zip(frames, answers)):
+        log.after_predict(frame, answer, f"r{i}")
+
+def drain(with_probabilities):
+    def run():
+        queue()
+        batch = list(log._pending)
+        log._pending.clear()
+        log._queued_rows = 0
+        if not with_probabilities:
+            log._predictor = None
+        log._write(batch)
+        log._predictor = lambda: predictor
+    return run
+
+drain(True)()  # the one-off check of the probabilities
+request_path = best(queue)
+log._pending.clear()
+log._queued_rows = 0
+records = best(drain(False)) - request_path
+call = best(drain(True)) - request_path - records
+print(json.dumps({"request_path_us": request_path / rows_per_drain * 1e6,
+                  "writer_us": records / rows_per_drain * 1e6,
+                  "probabilities_call_us": call * 1e6 if predictor.has_probabilities else 0.0}))
+"""
+
+
+def component_costs(build_dir: Path, rps: float) -> dict[str, float]:
+    """The log's CPU per request by part at ``rps`` requests/s, measured in the build's
+    environment: on the request path, in the writer per record, and the probabilities call per
+    drain shared by the requests of one drain (the writer's interval as the log sets it)."""
+    rows_per_drain = max(1, round(rps * DRAIN_SECONDS))
+    done = subprocess.run(
+        [sys.executable, "-c", COMPONENTS, str(rows_per_drain)],
+        cwd=build_dir,
+        env={**os.environ, "PYTHONPATH": str(build_dir), "LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    costs: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    call = costs["probabilities_call_us"]
+    interval = max(DRAIN_SECONDS, min(MAX_DRAIN_SECONDS, call / 1e6 / PROBABILITY_TIME_SHARE))
+    costs["probabilities_us"] = call / max(1.0, rps * interval)
+    costs["total_us"] = costs["request_path_us"] + costs["writer_us"] + costs["probabilities_us"]
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--notebook", nargs="+", default=[], help="notebooks to build")
@@ -209,6 +291,16 @@ def _report(build_dir: Path, args: argparse.Namespace, results: Results) -> dict
                 summary[f"{setting}_ratio_c{concurrency}"] = round(ratio, 3)
                 cpu = median(setting, concurrency, "cpu_us") / median("off", concurrency, "cpu_us")
                 summary[f"{setting}_cpu_c{concurrency}"] = round(cpu, 3)
+        cpu_off = median("off", concurrency, "cpu_us")
+        # At the throughput one fully used core gives: where the log's CPU costs throughput.
+        parts = component_costs(build_dir, 1e6 / cpu_off)
+        summary[f"accounted_c{concurrency}"] = round(parts["total_us"] / cpu_off, 4)
+        print(
+            f"{'':>11} CPU accounting: the log costs {parts['total_us']:.0f} us a request "
+            f"(request path {parts['request_path_us']:.0f}, writer {parts['writer_us']:.0f}, "
+            f"probabilities {parts['probabilities_us']:.0f}) = "
+            f"{parts['total_us'] / cpu_off:.1%} of off's {cpu_off:.0f} us"
+        )
         quartiles = statistics.quantiles(offs, n=4)
         noise = (quartiles[2] - quartiles[0]) / statistics.median(offs)
         summary[f"off_iqr_c{concurrency}"] = round(noise, 3)

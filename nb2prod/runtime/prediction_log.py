@@ -11,9 +11,8 @@ order of ``classes``), computed by the writer thread, never on the request path:
 drains the queue every :data:`DRAIN_SECONDS` (less often for a model whose probabilities are
 costly: :data:`PROBABILITY_TIME_SHARE`) and asks the predictor for the probabilities of every
 drained row in one batched call (``Predictor.probabilities``, which also checks that they are
-the served model's: probabilities.py). A request without them (a
-regressor, a model they are not verified for, a cut long text, a failing call) is logged
-without them, never dropped.
+the served model's: probabilities.py). A request without them (a regressor, a model they are
+not verified for, a cut long text, a failing call) is logged without them, never dropped.
 
 Sinks (``NB2PROD_PREDICTION_LOG``):
 - unset: one JSON line per request on stdout in Cloud Logging's shape, labelled
@@ -25,6 +24,9 @@ Sinks (``NB2PROD_PREDICTION_LOG``):
 A full queue drops the request's rows and counts them (``nb2prod_prediction_log_dropped_total``):
 logging never blocks or fails a request. Sensitive columns (the card's ``sensitive_columns``
 and ``NB2PROD_SENSITIVE_COLUMNS``) are never written.
+
+Settings are read in prediction_log_settings.py. This module (about 420 lines) keeps the hook,
+the queue and the writer together: they share one lock and the queued item's layout.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ from .batcher import BatchAwareHook
 from .card import ModelCard
 from .loader import Predictor
 from .monitoring.profile import frame_values
+from .prediction_log_settings import ENV_SAMPLE, PredictionLogSettings
 from .prediction_log_sinks import (
-    ENV_SINK,
     LOG_LABEL,
     FileSink,
     PredictionLogError,
@@ -69,12 +71,6 @@ __all__ = [
 
 logger = logging.getLogger("nb2prod.prediction_log")
 
-ENV_SAMPLE = "NB2PROD_PREDICTION_LOG_SAMPLE"
-ENV_QUEUE_ROWS = "NB2PROD_PREDICTION_LOG_QUEUE_ROWS"
-ENV_ROTATE_BYTES = "NB2PROD_PREDICTION_LOG_ROTATE_BYTES"
-ENV_ROTATE_SECONDS = "NB2PROD_PREDICTION_LOG_ROTATE_SECONDS"
-ENV_SENSITIVE = "NB2PROD_SENSITIVE_COLUMNS"
-
 #: Longer client strings are cut to their first characters and their length (on the request
 #: path, a slice): a 10 MB cell must not become a 10 MB log line nor sit in the queue.
 MAX_TEXT_CHARS = 1024
@@ -88,68 +84,9 @@ STOP_TIMEOUT_SECONDS = 5.0
 DRAIN_SECONDS = 0.2
 #: A model whose probabilities are costly (a forest: about the cost of a request, whatever the
 #: rows) is drained less often, so that computing them takes at most this share of the time
-#: (of one core), waiting at most MAX_DRAIN_SECONDS.
-PROBABILITY_TIME_SHARE = 0.01
-MAX_DRAIN_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class PredictionLogSettings:
-    """What to log, where, and how much may wait in memory (see the module docstring)."""
-
-    sample: float = 1.0
-    destination: str = ""  # "" = stdout
-    sensitive: frozenset[str] = frozenset()
-    max_queued_rows: int = 100_000
-    rotate_bytes: int = 64 * 1024 * 1024
-    rotate_seconds: float = 300.0
-
-    @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, card_sensitive: Sequence[str] = ()
-    ) -> PredictionLogSettings:
-        """Read the ``NB2PROD_PREDICTION_LOG*`` variables; PredictionLogError naming a bad one.
-
-        Sensitive columns are the union of the card's and ``NB2PROD_SENSITIVE_COLUMNS``: a
-        column either one marks is never logged.
-        """
-        env = os.environ if env is None else env
-        defaults = cls()
-        sample = _number(env, ENV_SAMPLE, defaults.sample, float)
-        if not 0.0 <= sample <= 1.0:
-            raise PredictionLogError(
-                f"{ENV_SAMPLE}={env[ENV_SAMPLE].strip()} is not a fraction between 0 and 1 "
-                "(1 logs every request, 0.1 one in ten, 0 none)"
-            )
-        named = {name.strip() for name in env.get(ENV_SENSITIVE, "").split(",")}
-        return cls(
-            sample=sample,
-            destination=env.get(ENV_SINK, "").strip(),
-            sensitive=frozenset((named | set(card_sensitive)) - {""}),
-            max_queued_rows=_positive(env, ENV_QUEUE_ROWS, defaults.max_queued_rows, int),
-            rotate_bytes=_positive(env, ENV_ROTATE_BYTES, defaults.rotate_bytes, int),
-            rotate_seconds=_positive(env, ENV_ROTATE_SECONDS, defaults.rotate_seconds, float),
-        )
-
-
-def _number(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError as err:
-        raise PredictionLogError(f"{name}={raw} is not a {kind.__name__}") from err
-    if isinstance(value, float) and not math.isfinite(value):
-        raise PredictionLogError(f"{name}={raw} is not a finite number")
-    return value
-
-
-def _positive(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
-    value = _number(env, name, default, kind)
-    if value <= 0:
-        raise PredictionLogError(f"{name}={env[name].strip()} must be greater than 0")
-    return value
+#: (of one core), waiting at most MAX_DRAIN_SECONDS (records stay at most that late).
+PROBABILITY_TIME_SHARE = 0.005
+MAX_DRAIN_SECONDS = 1.0
 
 
 # --- records ---------------------------------------------------------------------------------
@@ -337,11 +274,16 @@ class PredictionLog:
 
     def _write(self, batch: list[_Pending]) -> None:
         probabilities = self._probabilities(batch)
+        try:
+            inputs = self._float_inputs(batch) or [None] * len(batch)
+        except Exception:  # each record converts its own (and reports its own failure)
+            logger.exception("the prediction log could not convert a drain's inputs at once")
+            inputs = [None] * len(batch)
         written = failed = 0
-        for item, proba in zip(batch, probabilities, strict=True):
+        for item, rows_in, proba in zip(batch, inputs, probabilities, strict=True):
             rows = len(item.values)
             try:
-                self._sink.write(self._record(item, proba))
+                self._sink.write(self._record(item, rows_in, proba))
             except Exception:
                 logger.exception("a prediction log record could not be written")
                 failed += rows
@@ -357,18 +299,34 @@ class PredictionLog:
             except Exception:
                 logger.exception("the prediction log could not be flushed")
 
-    def _record(self, item: _Pending, probabilities: _Probabilities | None) -> dict[str, Any]:
-        values = item.values
-        kept = None
-        if self._float_rows and values.dtype == np.float64:
-            kept = values if values.shape[1] == len(self._kept) else values[:, self._kept_positions]
-        if kept is not None and np.isfinite(kept).all():
-            # All-number rows (the common case): plain floats already, no cell needs _plain.
-            names = self._kept_names
-            inputs = [dict(zip(names, row, strict=True)) for row in kept.tolist()]
-        else:
+    def _float_inputs(self, batch: list[_Pending]) -> list[list[dict[str, Any]] | None] | None:
+        """Each request's ``inputs`` when every row is finite numbers (the common case), in
+        one conversion for the whole drain; None otherwise (each record converts its own)."""
+        if not (self._float_rows and batch and all(i.values.dtype == np.float64 for i in batch)):
+            return None
+        block = np.concatenate([item.values for item in batch])
+        if block.shape[1] != len(self._kept):
+            block = block[:, self._kept_positions]
+        if not np.isfinite(block).all():
+            return None  # a NaN or an infinity: _plain makes it null
+        names = self._kept_names
+        rows = [dict(zip(names, row, strict=True)) for row in block.tolist()]
+        found: list[list[dict[str, Any]] | None] = []
+        start = 0
+        for item in batch:
+            found.append(rows[start : start + len(item.values)])
+            start += len(item.values)
+        return found
+
+    def _record(
+        self,
+        item: _Pending,
+        inputs: list[dict[str, Any]] | None,
+        probabilities: _Probabilities | None,
+    ) -> dict[str, Any]:
+        if inputs is None:
             inputs = [
-                {name: _plain(row[pos]) for pos, name in self._kept} for row in values.tolist()
+                {name: _plain(row[pos]) for pos, name in self._kept} for row in item.values.tolist()
             ]
         stamp = dt.datetime.fromtimestamp(item.created, tz=dt.timezone.utc).isoformat()
         record = {
@@ -394,11 +352,11 @@ class PredictionLog:
         chosen = [i for i, item in enumerate(batch) if not self._cut(item.values)]
         if not chosen:
             return found
-        values = np.concatenate([batch[i].values for i in chosen])[:, : self._columns]
         predictions = [p for i in chosen for p in batch[i].predictions]
         started = time.thread_time()
         try:
             # The queued values include sensitive columns: the model needs them.
+            values = np.concatenate([batch[i].values for i in chosen])[:, : self._columns]
             answer = predictor.probabilities(predictor.frames.from_rows(values), predictions)
         except Exception:
             self._probability_errors += 1

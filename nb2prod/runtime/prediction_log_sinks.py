@@ -25,6 +25,9 @@ LOG_LABEL = {"nb2prod_log": "predictions"}
 ENV_SINK = "NB2PROD_PREDICTION_LOG"
 #: Cloud Logging refuses entries over 256 KB: a larger request is split into several entries.
 MAX_ENTRY_BYTES = 200_000
+#: One encoder for every record (json.dumps with options builds one per call); records are
+#: trees the log builds, so the circular-reference check is skipped.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
 
 
 class PredictionLogError(ValueError):
@@ -78,7 +81,7 @@ class StdoutSink:
             "logging.googleapis.com/labels": LOG_LABEL,
             **record,
         }
-        return json.dumps(entry, ensure_ascii=False) + "\n"
+        return _ENCODE(entry) + "\n"
 
     def flush(self) -> None:
         sys.stdout.flush()
@@ -128,7 +131,7 @@ class FileSink:
     def write(self, record: dict[str, Any]) -> None:
         if self._handle is None:
             self._open()
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        line = _ENCODE(record) + "\n"
         self._handle.write(line)
         self._bytes += len(line)
         if self._bytes >= self._rotate_bytes:

@@ -50,7 +50,7 @@ def _serve_and_log(
                 )
                 assert response.status_code == 200, response.text
                 if request_id == "batch":
-                    time.sleep(0.6)  # the writer drains it on its own (every 0.2 s)
+                    time.sleep(1.2)  # the writer drains it on its own (at least every 1 s)
     finally:
         server.stop()
     output = server.log.read_text()
