@@ -237,6 +237,9 @@ def test_artifacts_are_the_card_and_the_build_directory(
     # The tracking record is written once the run is logged, so it cannot be in it.
     assert local.pop(".nb2prod/mlflow.json")
     assert logged == local
+    # MLflow stays out of what serves: the image installs these files' pins only.
+    for pins in ("requirements.txt", "requirements-serving.txt"):
+        assert "mlflow" not in (out / pins).read_text().lower()
 
 
 def test_each_build_registers_a_version_of_the_notebooks_model(server: Server, client: Any) -> None:
