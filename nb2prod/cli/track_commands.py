@@ -57,8 +57,12 @@ def mlflow_options(what: str = "") -> Callable[[F], F]:
 def tracking_uri(uri: str | None, experiment: str | None, off: bool = False) -> str | None:
     """The URI to log to, or None; a ConfigError for an option that would do nothing."""
     uri = (uri or "").strip() or None
+    if off and uri is not None and _given("mlflow_uri"):
+        raise ConfigError(
+            "--mlflow and --no-mlflow contradict each other", hint="Pass one of them."
+        )
     if off:
-        uri = None
+        uri = None  # MLFLOW_TRACKING_URI set for other tools: --no-mlflow overrides it
     if experiment is not None and uri is None:
         raise ConfigError(
             "--mlflow-experiment names where a run goes, but no run is logged"
@@ -66,6 +70,13 @@ def tracking_uri(uri: str | None, experiment: str | None, off: bool = False) -> 
             hint="Pass --mlflow URI (or set MLFLOW_TRACKING_URI) too.",
         )
     return uri
+
+
+def _given(name: str) -> bool:
+    """True when the option was typed on the command line (not read from the environment)."""
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source(name) if context is not None else None
+    return source is click.core.ParameterSource.COMMANDLINE
 
 
 @cli.command(epilog=EXIT_CODE_HELP)

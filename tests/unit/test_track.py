@@ -87,6 +87,18 @@ def test_an_experiment_without_a_server_is_a_usage_error(tmp_path: Path) -> None
     assert result.error_lines == ["Error: no MLflow tracking server to log to"]
 
 
+def test_no_mlflow_overrides_the_environment_but_not_the_flag(tmp_path: Path) -> None:
+    notebook = tmp_path / "absent.ipynb"  # refused before the notebook is read
+    both = run_cli("build", notebook, "--mlflow", "http://127.0.0.1:9", "--no-mlflow")
+    assert both.returncode == 2
+    assert both.error_lines == ["Error: --mlflow and --no-mlflow contradict each other"]
+    # From the environment, --no-mlflow wins: the build goes on (and fails on the notebook).
+    env_only = run_cli(
+        "build", notebook, "--no-mlflow", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    )
+    assert env_only.returncode == 3, env_only.stderr
+
+
 def test_without_the_extra_build_stops_before_training(
     tmp_path: Path, make_notebook: Callable[..., Path]
 ) -> None:
