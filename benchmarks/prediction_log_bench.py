@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import _bodies, _build_dir, free_port, load  # noqa: E402
+from serve_bench import _bodies, _build_dir, load, start_server  # noqa: E402
 
 SETTINGS = ("off", "stdout", "folder")
 TARGET = 0.95
@@ -70,25 +69,7 @@ def start(
     build_dir: Path, env: dict[str, str], stdout: BinaryIO, pin: bool
 ) -> tuple[subprocess.Popen[bytes], int]:
     """serve_bench's start_server, with the service's stdout going to ``stdout``."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "serving:app", "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--no-access-log", "--log-level", "warning"],
-        cwd=build_dir,
-        env=env,
-        stdout=stdout,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if pin else None,  # noqa: PLW1509
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process, port
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"the service in {build_dir} did not start")
+    return start_server(build_dir, "serving", env, pin, stdout)
 
 
 def logged_rows(setting: str, stdout_path: Path, folder: Path) -> int:

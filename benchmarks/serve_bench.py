@@ -73,8 +73,10 @@ def free_port() -> int:
 
 
 def start_server(
-    build_dir: Path, module: str, env: dict[str, str], pin: bool = False
+    build_dir: Path, module: str, env: dict[str, str], pin: bool = False, stdout: Any = None
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """Serve ``module:app`` from ``build_dir`` on a free port (its stdout to ``stdout``, else
+    nowhere); the process and the port once it accepts connections."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -92,7 +94,7 @@ def start_server(
         ],
         cwd=build_dir,
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL if stdout is None else stdout,
         stderr=subprocess.DEVNULL,
         preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if pin else None,  # noqa: PLW1509
     )
