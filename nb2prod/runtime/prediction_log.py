@@ -22,10 +22,12 @@ Sinks (``NB2PROD_PREDICTION_LOG``):
   age) or at shutdown, so a reader never sees a half-written file.
 
 A full queue drops the request's rows and counts them (``nb2prod_prediction_log_dropped_total``):
-logging never blocks or fails a request. Sensitive columns (the card's ``sensitive_columns``
-and ``NB2PROD_SENSITIVE_COLUMNS``) are never written.
+logging never blocks or fails a request. Rows count as written (``..._rows_total``) only once
+their drain is flushed to the sink; a failed write or flush counts them as dropped, and logs
+the first failure with its traceback, then a count at most once a minute. Sensitive columns
+(the card's ``sensitive_columns`` and ``NB2PROD_SENSITIVE_COLUMNS``) are never written.
 
-Settings are read in prediction_log_settings.py. This module (about 420 lines) keeps the hook,
+Settings are read in prediction_log_settings.py. This module (about 440 lines) keeps the hook,
 the queue and the writer together: they share one lock and the queued item's layout.
 """
 
@@ -55,9 +57,11 @@ from .monitoring.profile import frame_values
 from .prediction_log_settings import ENV_SAMPLE, PredictionLogSettings
 from .prediction_log_sinks import (
     LOG_LABEL,
+    FailureReport,
     FileSink,
     PredictionLogError,
     Sink,
+    SinkFlushError,
     StdoutSink,
 )
 
@@ -148,6 +152,7 @@ class PredictionLog:
         # The loaded predictor (loaded after the log is installed), for probabilities.
         self._predictor = predictor
         self._probability_errors = 0
+        self._failures = FailureReport(logger)
         self._interval = DRAIN_SECONDS
         names = [str(column["name"]) for column in card.input_schema["columns"]]
         self._columns = len(names)
@@ -268,11 +273,12 @@ class PredictionLog:
             try:
                 self._sink.tick()
             except Exception:
-                logger.exception("the prediction log could not rotate its file")
+                self._failures.report("the prediction log could not rotate its file")
             if stopping and not batch:
                 return
 
     def _write(self, batch: list[_Pending]) -> None:
+        """Write a drain's records; its rows count as written once flushed, else as dropped."""
         probabilities = self._probabilities(batch)
         try:
             inputs = self._float_inputs(batch) or [None] * len(batch)
@@ -285,19 +291,24 @@ class PredictionLog:
             try:
                 self._sink.write(self._record(item, rows_in, proba))
             except Exception:
-                logger.exception("a prediction log record could not be written")
+                self._failures.report("a prediction log record could not be written")
                 failed += rows
                 continue
             written += rows
+        if batch:
+            try:
+                self._sink.flush()
+            except Exception as err:
+                # A file sink knows which rows it lost; for another, none of the drain is sure.
+                lost = min(written, err.rows) if isinstance(err, SinkFlushError) else written
+                self._failures.report("the prediction log could not be flushed")
+                written -= lost
+                failed += lost
         if failed:
             self.dropped.inc(failed)
         if written:
             self.rows.inc(written)
-        if batch:
-            try:
-                self._sink.flush()
-            except Exception:
-                logger.exception("the prediction log could not be flushed")
+        self._failures.summarize()
 
     def _float_inputs(self, batch: list[_Pending]) -> list[list[dict[str, Any]] | None] | None:
         """Each request's ``inputs`` when every row is finite numbers (the common case), in

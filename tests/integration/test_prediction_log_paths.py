@@ -384,6 +384,7 @@ def test_a_full_disk_never_slows_or_fails_requests(
                 answers_again, _ = _load(url, requests)  # the disk is full by now
             time.sleep(1.5)  # a rotation or two on the full disk
             dropped = _metric(url, "nb2prod_prediction_log_dropped_total")
+            logged = _metric(url, "nb2prod_prediction_log_rows_total")
             assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
         assert answers == answers_again == expected
         _assert_as_fast(latencies, base_latencies)
@@ -392,5 +393,17 @@ def test_a_full_disk_never_slows_or_fails_requests(
         # What did reach the disk is whole JSON Lines, as on a disk with room.
         records = _records(disk / "logs")
         assert records and all(set(r["inputs"][0]) == set(LOGGED) for r in records)
+        # Every row sent is in a file or counted as dropped, and counted as logged only if in
+        # a file (a flush that failed on the full disk must not count its rows as written).
+        in_files = sum(record["rows"] for record in records)
+        sent_rows = 2 * sum(len(rows) for rows in requests)
+        assert in_files + dropped == sent_rows, (in_files, dropped, sent_rows)
+        assert logged == in_files, (logged, in_files)
+        # No empty file is published at each rotation once the disk is full.
+        files = sorted((disk / "logs").glob("*.jsonl"))
+        assert all(path.stat().st_size > 0 for path in files), [p.name for p in files]
+        # One traceback, then at most a count a minute: not one per failed drain.
+        server_log = "".join(path.read_text() for path in build.parent.glob("uvicorn-*.log"))
+        assert server_log.count("No space left on device") <= 3, server_log[-3000:]
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -4,14 +4,18 @@ tests/integration/test_prediction_log.py).
 - Each NB2PROD_PREDICTION_LOG* variable is parsed or refused with a message naming it.
 - Sensitive columns: the union of the card's and NB2PROD_SENSITIVE_COLUMNS.
 - The file sink publishes complete files only, under sortable unique names, rotating by size;
-  an fsspec URL (file://) goes through the same publish step.
+  an fsspec URL (file://) goes through the same publish step; on a full disk it loses whole
+  records (counted) and publishes no empty file; its failures are logged without flooding.
 - Cells become JSON: NaN and NaT are null, times ISO 8601, numpy scalars plain numbers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import io
 import json
+import logging
 import math
 import os
 import re
@@ -28,7 +32,7 @@ from nb2prod.runtime.prediction_log import (
     _plain,
     bounded_text,
 )
-from nb2prod.runtime.prediction_log_sinks import FileSink
+from nb2prod.runtime.prediction_log_sinks import FailureReport, FileSink, SinkFlushError
 
 
 def test_defaults_log_every_request_to_stdout() -> None:
@@ -140,3 +144,71 @@ def test_an_unknown_url_scheme_is_refused_clearly(tmp_path: Path) -> None:
     pytest.importorskip("fsspec")
     with pytest.raises(PredictionLogError, match="NB2PROD_PREDICTION_LOG=nosuch://x"):
         FileSink("nosuch://x", rotate_bytes=1, rotate_seconds=1)
+
+
+class _FullDisk:
+    """A staging file on a disk with ``room`` bytes: a write past it writes what fits, then
+    fails with ENOSPC, as os.write does."""
+
+    def __init__(self, real: io.RawIOBase, room: int) -> None:
+        self.real, self.room = real, room
+
+    def write(self, data: memoryview) -> int:
+        room = self.room - self.real.tell()
+        if room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.real.write(data[:room])
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_a_full_disk_loses_whole_records_counted_and_publishes_no_empty_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened, room = Path.open, [100]
+
+    def tiny_disk(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        handle = opened(self, mode, *args, **kwargs)
+        return _FullDisk(handle, room[0]) if mode == "wb" else handle
+
+    monkeypatch.setattr(Path, "open", tiny_disk)
+    sink = FileSink(str(tmp_path), rotate_bytes=1 << 20, rotate_seconds=3600)
+    records = [{"request_id": f"r{i}", "rows": 2, "pad": "x" * 20} for i in range(4)]  # ~50 B
+    sink.write(records[0])
+    sink.flush()  # fits
+    for record in records[1:]:
+        sink.write(record)
+    with pytest.raises(SinkFlushError) as lost:
+        sink.flush()  # the first fits in part only: all three are lost, none half-written
+    assert lost.value.rows == 6
+    sink.flush()  # nothing held, nothing lost since
+    sink.close()
+    assert _records(tmp_path) == records[:1]
+    # A file that got no record on the full disk is discarded, not published empty.
+    room[0] = 0  # the next file cannot take a byte
+    sink.write(records[1])
+    with pytest.raises(SinkFlushError):
+        sink.flush()
+    sink.close()
+    assert [p.stat().st_size for p in tmp_path.iterdir()] == [len(json.dumps(records[0])) + 1]
+
+
+def test_sink_failures_log_one_traceback_then_a_count_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    report = FailureReport(logging.getLogger("test.failures"), clock=lambda: now[0])
+    with caplog.at_level(logging.ERROR, logger="test.failures"):
+        for second in range(0, 150):  # one failure a second for 150 s
+            now[0] = float(second)
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                report.report("the prediction log could not be flushed")
+        report.summarize()
+    lines = [r for r in caplog.records if r.name == "test.failures"]
+    assert len(lines) == 3, [r.getMessage() for r in lines]  # first, at 60 s, at 120 s
+    assert lines[0].exc_info is not None and all(r.exc_info is None for r in lines[1:])
+    assert "failed 60 more time(s)" in lines[1].getMessage()
+    assert "No space left on device" in lines[2].getMessage()
