@@ -25,19 +25,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import ROOT, load, start_server  # noqa: E402
+from serve_bench import ROOT, cpu_seconds, load, start_server  # noqa: E402
 
 SETTINGS = {"monitoring on": "1", "monitoring off": "0"}
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (NaN where /proc is missing)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def measured_load(pid: int, port: int, body: bytes, concurrency: int, seconds: float) -> Any:

@@ -44,25 +44,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import _bodies, _build_dir, load, start_server  # noqa: E402
+from serve_bench import _bodies, _build_dir, cpu_seconds, load, start_server  # noqa: E402
+
+# The writer's timing, for the CPU accounting (the build's copy is the same code).
+from nb2prod.runtime.prediction_log import (  # noqa: E402
+    DRAIN_SECONDS,
+    MAX_DRAIN_SECONDS,
+    PROBABILITY_TIME_SHARE,
+)
 
 SETTINGS = ("off", "stdout", "folder")
 TARGET = 0.95
-#: The writer's settings (nb2prod/runtime/prediction_log.py), for the CPU accounting.
-DRAIN_SECONDS, PROBABILITY_TIME_SHARE, MAX_DRAIN_SECONDS = 0.2, 0.005, 1.0
 #: After each slice: the writer drains at most every 0.2 s; let it finish before the next.
 PAUSE_SECONDS = 0.5
 Results = dict[tuple[str, int], list[dict[str, float]]]
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (NaN where /proc is missing)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def start(

@@ -72,6 +72,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (NaN where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def start_server(
     build_dir: Path, module: str, env: dict[str, str], pin: bool = False, stdout: Any = None
 ) -> tuple[subprocess.Popen[bytes], int]:
