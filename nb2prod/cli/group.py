@@ -123,6 +123,15 @@ def cli(debug: bool) -> None:
       nb2prod check nb.ipynb                 # fast contract lint (CI)
       nb2prod build nb.ipynb --no-docker     # generate, train, verify parity
       nb2prod serve build/nb                 # serve it on 127.0.0.1:8080
+
+    \b
+    Closing the loop, once deployed:
+      nb2prod quality --predictions LOG --labels labels.csv --by COL
+                                             # quality and fairness per version
+      nb2prod compare build/prod build/new   # offline gate on the metrics
+      nb2prod promote build/new --gate --predictions LOG --labels labels.csv
+                                             # online gate: promote, wait or roll back
+      nb2prod ci init                        # a GitHub workflow doing all of it
     """
     STATE["debug"] = debug
 
