@@ -29,10 +29,18 @@ _THRESHOLD_HELP = {
 }
 
 
+#: Thresholds on a share or a rate: a limit outside [0, 1] is a typo, not a gate.
+_FRACTIONS = frozenset(
+    {"min_accuracy", "min_f1", "min_roc_auc", "max_parity_difference",
+     "max_equalized_odds_difference"}
+)  # fmt: skip
+
+
 def _threshold_options(command: click.Command) -> click.Command:
     for name in reversed(THRESHOLDS):
         flag = "--" + name.replace("_", "-")
-        command = click.option(flag, name, type=float, metavar="X", help=_THRESHOLD_HELP[name])(
+        kind = click.FloatRange(0, 1) if name in _FRACTIONS else float
+        command = click.option(flag, name, type=kind, metavar="X", help=_THRESHOLD_HELP[name])(
             command
         )
     return command
