@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .batcher import BatchAwareHook
 from .card import ModelCard
@@ -182,6 +182,7 @@ class PredictionLog:
         }
         self._pending: deque[_Pending] = deque()
         self._queued_rows = 0
+        self._writing_rows = 0  # the rows of the drain being written (the writer's own)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
@@ -196,6 +197,13 @@ class PredictionLog:
             "Predicted rows not logged: the queue was full or the sink failed.",
             registry=registry,
         )
+        # Rows accepted and not yet written nor dropped: how far the log runs behind.
+        self.pending = Gauge(
+            "nb2prod_prediction_log_pending_rows",
+            "Predicted rows queued for the prediction log and not yet written or dropped.",
+            registry=registry,
+        )
+        self.pending.set_function(lambda: self._queued_rows + self._writing_rows)
 
     # -- the request path ------------------------------------------------------------------
     def after_predict(self, frame: pd.DataFrame, predictions: list[Any], request_id: str) -> None:
@@ -268,9 +276,12 @@ class PredictionLog:
                     self._wake.wait(timeout=self._interval)  # only stop() wakes it early
                 batch = list(self._pending)
                 self._pending.clear()
-                self._queued_rows = 0
+                self._writing_rows, self._queued_rows = self._queued_rows, 0
                 stopping = self._stopping
-            self._write(batch)
+            try:
+                self._write(batch)
+            finally:
+                self._writing_rows = 0
             try:
                 self._sink.tick()
             except Exception:

@@ -69,6 +69,27 @@ def wait_ready(url: str, exited: Any, log: Path | None, timeout: float) -> None:
         time.sleep(0.1)
 
 
+def metric(url: str, name: str) -> float:
+    """One sample of the service's /metrics, by its exposed name (``..._total`` for counters)."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not exposed")
+
+
+def prediction_log_settled(url: str, timeout: float = 30) -> tuple[float, float]:
+    """Once the prediction log's writer has caught up with every request answered so far (it
+    drains up to 5 s apart), its (written, dropped) row counts."""
+    deadline = time.monotonic() + timeout
+    while metric(url, "nb2prod_prediction_log_pending_rows") > 0:
+        assert time.monotonic() < deadline, "the prediction log never caught up"
+        time.sleep(0.1)
+    return (
+        metric(url, "nb2prod_prediction_log_rows_total"),
+        metric(url, "nb2prod_prediction_log_dropped_total"),
+    )
+
+
 def healthz_ms(url: str) -> float:
     """One ``GET /healthz`` on a fresh connection; its latency in milliseconds (must be 200)."""
     host, port = url.removeprefix("http://").split(":")

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import free_port
-from service_server import Uvicorn, wait_ready
+from service_server import Uvicorn, metric, prediction_log_settled, wait_ready
 
 IRIS = "iris_function"
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -64,13 +64,6 @@ def _entries(log_text: str) -> list[dict[str, Any]]:
         if record.get("logging.googleapis.com/labels", {}).get("nb2prod_log") == "predictions":
             entries.append(record)
     return entries
-
-
-def _metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} is not exposed")
 
 
 def _assert_graceful(returncode: int | None, log_text: str) -> None:
@@ -127,10 +120,7 @@ def test_sampling_zero_logs_nothing_and_a_half_logs_about_half(iris: Path) -> No
             with httpx.Client(base_url=server.url, timeout=30) as client:
                 for i in range(requests):
                     _post(client, _rows(rng, 1), f"s{sample}-{i}")
-            time.sleep(1.5)  # the writer runs behind the requests (iris: drains every 0.2 s)
-            logged_rows = (
-                None if sample == "0" else _metric(server.url, "nb2prod_prediction_log_rows_total")
-            )
+            logged_rows = None if sample == "0" else prediction_log_settled(server.url)[0]
         finally:
             server.stop()
         counts[sample] = (len(_entries(server.log.read_text())), logged_rows)
@@ -193,8 +183,8 @@ def test_a_full_queue_drops_and_counts_instead_of_slowing_requests(iris: Path) -
                 started = time.perf_counter()
                 _post(client, _rows(rng, 1), f"full-{i}")
                 latencies.append(time.perf_counter() - started)
-        dropped = _metric(url, "nb2prod_prediction_log_dropped_total")
-        logged = _metric(url, "nb2prod_prediction_log_rows_total")
+        dropped = metric(url, "nb2prod_prediction_log_dropped_total")
+        logged = metric(url, "nb2prod_prediction_log_rows_total")
         assert dropped >= 300, (dropped, logged)
         assert logged < 300
         latencies.sort()

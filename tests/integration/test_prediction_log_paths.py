@@ -32,7 +32,7 @@ import httpx
 import nbformat
 import pytest
 from helpers import example_notebook, free_port, run_cli_process
-from service_server import Uvicorn, healthz_ms, wait_ready
+from service_server import Uvicorn, healthz_ms, prediction_log_settled, wait_ready
 
 from nb2prod.gate.joined import load_predictions
 
@@ -64,13 +64,6 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _rows(rng: random.Random, n: int, secret: bool = False) -> list[dict[str, float]]:
     rows = [{c: round(rng.uniform(0.5, 7.5), 2) for c in COLUMNS} for _ in range(n)]
     return [{**row, **SECRETS} for row in rows] if secret else rows
-
-
-def _metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} is not exposed")
 
 
 def _records(folder: Path) -> list[dict[str, Any]]:
@@ -345,7 +338,7 @@ def test_a_slow_sink_and_a_full_queue_never_slow_or_fail_requests(
     with _service(build, env, app="slow_serving:app") as url:
         with _health_probe(url) as health:
             answers, latencies = _load(url, requests)
-        dropped = _metric(url, "nb2prod_prediction_log_dropped_total")
+        _, dropped = prediction_log_settled(url)
         assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
     assert answers == expected  # the service's own answers, each request 200
     _assert_as_fast(latencies, base_latencies)
@@ -382,9 +375,10 @@ def test_a_full_disk_never_slows_or_fails_requests(
             with _health_probe(url) as health:
                 answers, latencies = _load(url, requests)
                 answers_again, _ = _load(url, requests)  # the disk is full by now
+            sent_rows = 2 * sum(len(rows) for rows in requests)
+            logged, dropped = prediction_log_settled(url)
+            assert logged + dropped == sent_rows, (logged, dropped, sent_rows)
             time.sleep(1.5)  # a rotation or two on the full disk
-            dropped = _metric(url, "nb2prod_prediction_log_dropped_total")
-            logged = _metric(url, "nb2prod_prediction_log_rows_total")
             assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
         assert answers == answers_again == expected
         _assert_as_fast(latencies, base_latencies)
@@ -396,7 +390,6 @@ def test_a_full_disk_never_slows_or_fails_requests(
         # Every row sent is in a file or counted as dropped, and counted as logged only if in
         # a file (a flush that failed on the full disk must not count its rows as written).
         in_files = sum(record["rows"] for record in records)
-        sent_rows = 2 * sum(len(rows) for rows in requests)
         assert in_files + dropped == sent_rows, (in_files, dropped, sent_rows)
         assert logged == in_files, (logged, in_files)
         # No empty file is published at each rotation once the disk is full.

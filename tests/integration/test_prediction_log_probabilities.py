@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import nbformat
 import pytest
 from helpers import example_notebook, run_cli_process
 from reference import example_rows, reference_predictions
-from service_server import Uvicorn
+from service_server import Uvicorn, prediction_log_settled
 
 PROBA_RECIPE = "__out = model.predict_proba(preprocess(__like(X)))"
 CLASSES_RECIPE = "__out = target_names[model.classes_]"
@@ -50,7 +49,7 @@ def _serve_and_log(
                 )
                 assert response.status_code == 200, response.text
                 if request_id == "batch":
-                    time.sleep(1.2)  # the writer drains it on its own (at least every 1 s)
+                    prediction_log_settled(server.url)  # the writer drains it on its own
     finally:
         server.stop()
     output = server.log.read_text()
