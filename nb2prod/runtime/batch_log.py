@@ -42,11 +42,14 @@ BLOCK_ROWS = 1000
 
 
 def run_id(env: Mapping[str, str]) -> str:
-    """This run's id: the Cloud Run Job execution and task when there is one, else the start
-    time (UTC) and a random suffix, so two runs' request ids never meet."""
+    """This run's id: the Cloud Run Job execution, task and attempt when there is one, else
+    the start time (UTC) and a random suffix, so two runs' request ids never meet (a retried
+    task is another run: the failed attempt's records stay under an id no sidecar names)."""
     execution = env.get("CLOUD_RUN_EXECUTION", "").strip()
     if execution:
-        return f"{execution}-{env.get('CLOUD_RUN_TASK_INDEX', '0').strip() or '0'}"
+        task = env.get("CLOUD_RUN_TASK_INDEX", "").strip() or "0"
+        attempt = env.get("CLOUD_RUN_TASK_ATTEMPT", "").strip() or "0"
+        return f"{execution}-{task}-{attempt}"
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{secrets.token_hex(3)}"
 

@@ -38,6 +38,8 @@ ENV_SINK = "NB2PROD_PREDICTION_LOG"
 MAX_ENTRY_BYTES = 200_000
 #: The file sink holds at most this many bytes of records in memory before writing them.
 MAX_BUFFER_BYTES = 1 << 20
+#: How often a file whose publish failed (an upload) is retried, its staged copy kept until then.
+PUBLISH_RETRY_SECONDS = 30.0
 #: One encoder for every record (json.dumps with options builds one per call); records are
 #: trees the log builds, so the circular-reference check is skipped.
 _ENCODE = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
@@ -62,7 +64,7 @@ class StdoutSink:
     def write(self, record: dict[str, Any]) -> None:
         line = self._line(record)
         rows = record["rows"]
-        if len(line) > MAX_ENTRY_BYTES and rows > 1:
+        if rows > 1 and _utf8_bytes(line) > MAX_ENTRY_BYTES:
             # Halves, each with its first row's offset in the request, until each fits.
             half = rows // 2
             for start, end in ((0, half), (half, rows)):
@@ -106,6 +108,12 @@ class StdoutSink:
         sys.stdout.flush()
 
 
+def _utf8_bytes(line: str) -> int:
+    """The size of ``line`` on stdout: Cloud Logging's limit is in bytes, and a non-ASCII
+    character takes up to four (the encoder keeps them as they are, ensure_ascii=False)."""
+    return len(line) if line.isascii() else len(line.encode("utf-8", "surrogatepass"))
+
+
 class SinkFlushError(OSError):
     """A flush lost records: ``rows`` of those written since the previous flush are in no file."""
 
@@ -125,7 +133,9 @@ class FileSink:
     writes them: a write that fails (a full disk) truncates the staging file back to its last
     whole record, and the next :meth:`flush` raises :class:`SinkFlushError` with the rows lost
     since the previous one, so the log counts as written only rows that are in a file. A file
-    that holds no record is discarded, never published.
+    that holds no record is discarded, never published. A publish that fails (an unreachable
+    bucket) keeps the staged file: :meth:`tick` retries it every :data:`PUBLISH_RETRY_SECONDS`
+    and :meth:`close` once more, so rows already counted as written are not deleted.
     """
 
     def __init__(self, destination: str, rotate_bytes: int, rotate_seconds: float) -> None:
@@ -151,6 +161,9 @@ class FileSink:
         self._buffered_rows = 0
         self._lost = 0  # rows lost since the last flush()
         self._error: BaseException | None = None
+        # Closed staging files whose publish failed, oldest first: (staged, published name).
+        self._unpublished: list[tuple[Path, str]] = []
+        self._retry_at = 0.0  # time.monotonic() of the next retry
 
     def _open(self) -> None:
         self._count += 1
@@ -180,13 +193,26 @@ class FileSink:
             raise SinkFlushError(lost, error) from error
 
     def tick(self) -> None:
-        """Publish the open file once it is older than the rotation age."""
+        """Publish the open file once it is older than the rotation age; retry the files
+        whose publish failed (raising when it fails again)."""
+        if self._unpublished and time.monotonic() >= self._retry_at:
+            self._publish_staged()
         if self._name and time.time() - self._opened >= self._rotate_seconds:
-            self._publish()
+            self._publish()  # a failure: kept, retried (and reported) by the next tick
 
     def close(self) -> None:
+        """Publish the open file and any left from a failed publish; PredictionLogError
+        naming where they stay when that still fails."""
         if self._name:
             self._publish()
+        if self._unpublished:
+            try:
+                self._publish_staged()
+            except Exception as err:
+                raise PredictionLogError(
+                    f"{len(self._unpublished)} prediction log file(s) could not be published "
+                    f"({type(err).__name__}: {err}); they are kept in {self._staging}"
+                ) from err
 
     def _write_out(self) -> None:
         """Append the held records to the staging file; on failure, cut it back to its last
@@ -224,14 +250,30 @@ class FileSink:
         if not good:  # nothing reached the file (a full disk): never publish an empty one
             staged.unlink(missing_ok=True)
             return
-        if self._fs is None:
-            staged.replace(self._staging / name)
-            return
+        self._unpublished.append((staged, name))
         try:
-            # An object store shows an upload only once it is complete.
-            self._fs.put_file(str(staged), f"{self._remote.rstrip('/')}/{name}")
-        finally:
-            staged.unlink(missing_ok=True)
+            self._publish_staged()
+        except Exception:
+            # Kept for a retry: the next tick retries at once, and reports a second failure
+            # (a write that rotated must not fail the record that filled the file).
+            self._retry_at = 0.0
+
+    def _publish_staged(self) -> None:
+        """Publish the kept files, oldest first; on a failure keep it and the later ones."""
+        while self._unpublished:
+            staged, name = self._unpublished[0]
+            try:
+                if self._fs is None:
+                    staged.replace(self._staging / name)
+                else:
+                    # An object store shows an upload only once it is complete; a retry after
+                    # an upload whose unlink failed writes the same object again.
+                    self._fs.put_file(str(staged), f"{self._remote.rstrip('/')}/{name}")
+                    staged.unlink(missing_ok=True)
+            except Exception:
+                self._retry_at = time.monotonic() + PUBLISH_RETRY_SECONDS
+                raise
+            self._unpublished.pop(0)
 
 
 #: After the first sink failure (logged with its traceback), at most one summary line this often:

@@ -26,13 +26,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nb2prod.runtime.batch_log import run_id
 from nb2prod.runtime.prediction_log import (
     PredictionLogError,
     PredictionLogSettings,
     _plain,
     bounded_text,
 )
-from nb2prod.runtime.prediction_log_sinks import FailureReport, FileSink, SinkFlushError
+from nb2prod.runtime.prediction_log_sinks import (
+    MAX_ENTRY_BYTES,
+    FailureReport,
+    FileSink,
+    SinkFlushError,
+    StdoutSink,
+)
 
 
 def test_defaults_log_every_request_to_stdout() -> None:
@@ -212,3 +219,89 @@ def test_sink_failures_log_one_traceback_then_a_count_a_minute(
     assert lines[0].exc_info is not None and all(r.exc_info is None for r in lines[1:])
     assert "failed 60 more time(s)" in lines[1].getMessage()
     assert "No space left on device" in lines[2].getMessage()
+
+
+class _FlakyUploads:
+    """An fsspec filesystem whose uploads fail while ``down`` is set."""
+
+    def __init__(self, real: object) -> None:
+        self.real, self.down, self.attempts = real, True, 0
+
+    def put_file(self, local: str, remote: str) -> None:
+        self.attempts += 1
+        if self.down:
+            raise OSError("503 Service Unavailable")
+        self.real.put_file(local, remote)  # type: ignore[attr-defined]
+
+
+def test_a_failed_upload_keeps_the_records_and_is_retried(tmp_path: Path) -> None:
+    pytest.importorskip("fsspec")
+    target = tmp_path / "bucket"
+    target.mkdir()
+    sink = FileSink(f"local://{target}", rotate_bytes=1 << 20, rotate_seconds=0.01)
+    flaky = _FlakyUploads(sink._fs)
+    sink._fs = flaky
+    sink.write({"request_id": "a", "rows": 1})
+    sink.flush()  # the log now counts the row as written: it must reach the bucket
+    time.sleep(0.02)
+    sink.tick()  # rotates: the upload fails, the staged file is kept
+    with pytest.raises(OSError, match="503"):
+        sink.tick()  # the retry fails again: reported, still kept
+    assert list(target.iterdir()) == []
+    flaky.down = False
+    sink.write({"request_id": "b", "rows": 1})
+    sink.close()  # publishes the new file and retries the kept one
+    assert sorted(r["request_id"] for r in _records(target)) == ["a", "b"]
+    assert len(list(target.glob("*.jsonl"))) == 2
+
+
+def test_an_upload_still_failing_at_close_says_where_the_records_stay(tmp_path: Path) -> None:
+    pytest.importorskip("fsspec")
+    target = tmp_path / "bucket"
+    target.mkdir()
+    sink = FileSink(f"local://{target}", rotate_bytes=1 << 20, rotate_seconds=3600)
+    sink._fs = _FlakyUploads(sink._fs)
+    sink.write({"request_id": "a", "rows": 1})
+    sink.flush()
+    with pytest.raises(PredictionLogError, match="could not be published") as caught:
+        sink.close()
+    staging = sink._staging
+    assert str(staging) in str(caught.value)
+    assert [json.loads(f.read_text()) for f in staging.iterdir()] == [
+        {"request_id": "a", "rows": 1}
+    ]
+
+
+def test_stdout_entries_are_split_by_bytes_not_characters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 4 rows of 30,000 four-byte characters: 120,000 characters, 480,000 bytes.
+    text = "\U0001f600" * 30_000
+    sink = StdoutSink()
+    sink.write(
+        {
+            "request_id": "r",
+            "timestamp": "2024-01-01T00:00:00+00:00",
+            "rows": 4,
+            "row_offset": 0,
+            "inputs": [{"t": text}] * 4,
+            "predictions": [0, 1, 2, 3],
+        }
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1
+    assert all(len(line.encode("utf-8")) <= MAX_ENTRY_BYTES for line in lines)
+    entries = [json.loads(line) for line in lines]
+    assert [p for e in entries for p in e["predictions"]] == [0, 1, 2, 3]
+    offsets = [e["row_offset"] for e in entries]
+    assert offsets == [sum(e["rows"] for e in entries[:i]) for i in range(len(entries))]
+
+
+def test_a_retried_cloud_run_task_is_another_batch_run() -> None:
+    # A failed attempt's records must not share request ids with the retry's.
+    job = {"CLOUD_RUN_EXECUTION": "score-abc12", "CLOUD_RUN_TASK_INDEX": "3"}
+    first = run_id({**job, "CLOUD_RUN_TASK_ATTEMPT": "0"})
+    retry = run_id({**job, "CLOUD_RUN_TASK_ATTEMPT": "1"})
+    assert first.startswith("score-abc12-3") and retry.startswith("score-abc12-3")
+    assert first != retry
+    assert run_id({}) != run_id({})  # outside a job: the start time and a random suffix
