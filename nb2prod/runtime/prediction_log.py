@@ -27,7 +27,7 @@ their drain is flushed to the sink; a failed write or flush counts them as dropp
 the first failure with its traceback, then a count at most once a minute. Sensitive columns
 (the card's ``sensitive_columns`` and ``NB2PROD_SENSITIVE_COLUMNS``) are never written.
 
-Settings are read in prediction_log_settings.py. This module (about 440 lines) keeps the hook,
+Settings are read in prediction_log_settings.py. This module (about 490 lines) keeps the hook,
 the queue and the writer together: they share one lock and the queued item's layout.
 """
 
@@ -40,6 +40,7 @@ import os
 import random
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -168,12 +169,13 @@ class PredictionLog:
             column.get("dtype") == "float64" and column.get("kind") == "number"
             for column in columns
         )
-        # Columns where a client can send free text (everything but numbers, booleans, times).
+        # Columns where a client can send free text (everything but numbers, booleans, times),
+        # sensitive ones included: never written, but a 10 MB one must not sit in the queue
+        # either (a request whose text was cut goes without probabilities).
         self._text_columns = [
             pos
             for pos, column in enumerate(columns)
             if column.get("kind") not in ("number", "integer", "boolean", "datetime")
-            and column["name"] not in settings.sensitive
         ]
         self._static = {
             "model_version": card.model_version,
@@ -186,6 +188,7 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
+        self._closed = False  # stop() has returned: nothing will write what is queued now
         self._thread: threading.Thread | None = None
         self.rows = Counter(
             "nb2prod_prediction_log_rows",
@@ -220,6 +223,11 @@ class PredictionLog:
         kept = [span for span in spans if sample >= 1.0 or random.random() < sample]  # noqa: S311
         if not kept:
             return
+        if self._closed or self._queued_rows >= self.settings.max_queued_rows:
+            # Full (a slow sink) or stopped: drop before copying the frame (read without the
+            # lock; the exact check is below).
+            self.dropped.inc(sum(end - start for _, start, end in kept))
+            return
         # Values, not the frame: a held frame is many objects for the garbage collector to walk;
         # all-float inputs are one block whose to_numpy() is a view.
         values = frame_values(
@@ -230,7 +238,7 @@ class PredictionLog:
         with self._lock:
             for request_id, start, end in kept:
                 rows = end - start
-                if self._queued_rows + rows > self.settings.max_queued_rows:
+                if self._closed or self._queued_rows + rows > self.settings.max_queued_rows:
                     dropped += rows
                     continue
                 item = _Pending(values[start:end], predictions[start:end], request_id, now)
@@ -248,24 +256,45 @@ class PredictionLog:
         self._thread.start()
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-        """Drain the queue, then publish the open file (the app's lifespan shutdown)."""
+        """Drain the queue, then publish the open file (the app's lifespan shutdown).
+
+        Never raises: rows a writer stuck in its sink never took count as dropped (as does
+        a request that comes later), and a file that cannot be published is logged with where
+        it stays.
+        """
         with self._lock:
             self._stopping = True
             self._wake.notify()
-        if self._thread is not None:
+        stuck = False
+        if self._thread is None:
+            self.drain()  # no writer thread (nb2prod batch): write what is queued here
+        else:
             self._thread.join(timeout)
-            if self._thread.is_alive():
-                # The sink is stuck: closing it from here would race with the writer.
-                logger.warning("the prediction log writer did not finish in %g s", timeout)
-                return
-        self._sink.close()
+            stuck = self._thread.is_alive()
+        with self._lock:
+            self._closed = True
+            left, self._queued_rows = self._queued_rows, 0
+            self._pending = deque()
+        if left:
+            self.dropped.inc(left)
+        if stuck:
+            # Closing the sink from here would race with the writer still inside it.
+            logger.warning(
+                "the prediction log writer did not finish in %g s; %d queued row(s) dropped",
+                timeout,
+                left,
+            )
+            return
+        try:
+            self._sink.close()
+        except Exception as err:  # (nb2prod batch prints it: one line, no traceback)
+            logger.error("the prediction log could not publish its last file: %s", err)
 
     def drain(self) -> None:
         """Write what is queued, in the caller's thread: ``nb2prod batch`` (batch_log.py) runs
         no writer thread, as it has no request to keep fast and must not drop rows."""
         with self._lock:
-            batch = list(self._pending)
-            self._pending.clear()
+            batch, self._pending = list(self._pending), deque()
             self._queued_rows = 0
         self._write(batch)
 
@@ -274,12 +303,16 @@ class PredictionLog:
             with self._lock:
                 if not self._stopping:
                     self._wake.wait(timeout=self._interval)  # only stop() wakes it early
-                batch = list(self._pending)
-                self._pending.clear()
+                # A swap, so that requests never wait for a copy of a long queue.
+                taken, self._pending = self._pending, deque()
                 self._writing_rows, self._queued_rows = self._queued_rows, 0
                 stopping = self._stopping
+            batch = list(taken)
             try:
                 self._write(batch)
+            except Exception:  # a bug here must not end the thread (the queue would fill)
+                self._failures.report("the prediction log could not write a drain")
+                self.dropped.inc(self._writing_rows)
             finally:
                 self._writing_rows = 0
             try:
@@ -381,10 +414,17 @@ class PredictionLog:
             # The queued values include sensitive columns: the model needs them.
             values = np.concatenate([batch[i].values for i in chosen])[:, : self._columns]
             answer = predictor.probabilities(predictor.frames.from_rows(values), predictions)
-        except Exception:
+        except Exception as err:
             self._probability_errors += 1
             if self._probability_errors == 1:  # once: a broken call would flood the log
-                logger.exception("probabilities could not be computed; records go without")
+                # Where, not what: the message of an error in preprocessing may quote the
+                # rows' values, sensitive columns included.
+                logger.error(
+                    "probabilities could not be computed (%s; message withheld, it may quote "
+                    "input values); records go without. Traceback:\n%s",
+                    type(err).__name__,
+                    "".join(traceback.format_tb(err.__traceback__)),
+                )
             return found
         finally:
             spent = time.thread_time() - started
@@ -433,7 +473,9 @@ def install_prediction_log(
     except PredictionLogError as err:
         logger.error("refusing to start: %s", err)
         raise
-    names = {str(column["name"]) for column in card.input_schema["columns"]}
+    schema = card.input_schema
+    names = {str(column["name"]) for column in schema["columns"]}
+    names |= {str(name) for name in schema.get("ignored_columns") or ()}  # taken, never logged
     unknown = sorted(settings.sensitive - names)
     if unknown:
         logger.warning("sensitive columns %s are not input columns of this model", unknown)

@@ -79,3 +79,55 @@ def test_rows_are_pending_until_the_sink_has_written_them() -> None:
     assert _sample(registry, "nb2prod_prediction_log_pending_rows") == 0
     assert _sample(registry, "nb2prod_prediction_log_rows_total") == 3
     assert [r["request_id"] for r in sink.records] == ["first"]
+
+
+def _number_card() -> Any:
+    return make_card(
+        input_schema={
+            "columns": [{"name": c, "kind": "number", "dtype": "float64"} for c in COLUMNS],
+            "ignored_columns": [],
+        }
+    )
+
+
+def test_stop_with_a_stuck_sink_counts_what_it_never_wrote() -> None:
+    registry = CollectorRegistry()
+    sink = _GatedSink()
+    log = PredictionLog(PredictionLogSettings(), sink, _number_card(), registry)
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    log.after_predict(frame, ["x", "y"], "taken")
+    log.start()
+    try:
+        assert sink.writing.wait(timeout=30)  # the writer is stuck inside the sink
+        log.after_predict(frame, ["x", "y"], "queued")
+        log.stop(timeout=0.05)
+        # The queued request will never be written: dropped, not pending for ever.
+        assert _sample(registry, "nb2prod_prediction_log_dropped_total") == 2
+        assert _sample(registry, "nb2prod_prediction_log_pending_rows") == 2  # the taken rows
+        log.after_predict(frame, ["x", "y"], "late")  # after shutdown: dropped too
+        assert _sample(registry, "nb2prod_prediction_log_dropped_total") == 4
+    finally:
+        sink.gate.set()
+    assert log._thread is not None
+    log._thread.join(timeout=30)
+    assert [r["request_id"] for r in sink.records] == ["taken"]
+    assert _sample(registry, "nb2prod_prediction_log_rows_total") == 2
+    assert _sample(registry, "nb2prod_prediction_log_pending_rows") == 0
+
+
+def test_a_long_sensitive_text_is_cut_before_it_is_queued() -> None:
+    card = make_card(
+        input_schema={
+            "columns": [
+                {"name": "note", "kind": "text", "dtype": "object"},
+                {"name": "secret", "kind": "text", "dtype": "object"},
+            ],
+            "ignored_columns": [],
+        }
+    )
+    settings = PredictionLogSettings(sensitive=frozenset({"secret"}))
+    log = PredictionLog(settings, _GatedSink(), card, CollectorRegistry())
+    frame = pd.DataFrame({"note": ["n" * 10], "secret": ["s" * 5_000_000]})
+    log.after_predict(frame, [1], "r")
+    (item,) = log._pending
+    assert len(item.values[0, 1]) <= 1024  # not 5 MB held until the writer runs
