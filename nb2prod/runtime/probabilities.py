@@ -160,6 +160,14 @@ class ClassProbabilities:
             return False
         try:
             step(features)
+        except Exception as err:
+            # The check happens once: a step that fails when replayed leaves it undone, and
+            # unchecked probabilities are never logged. (The type only: the message may quote
+            # the rows' values.)
+            self._turn_off(
+                f"the predict step failed when replayed to check it ({type(err).__name__})"
+            )
+            return False
         finally:
             try:
                 del self._estimator.predict

@@ -104,3 +104,24 @@ def test_predictions_that_are_probabilities_get_nothing_more(fitted: Any) -> Non
     rows = X[[0, 60]]
     assert check.compute(rows, model.predict_proba(rows).tolist()) is None
     assert check.off_reason
+
+
+def test_a_predict_step_that_fails_when_checked_never_gets_unchecked_probabilities(
+    fitted: Any,
+) -> None:
+    # The step changes the features, which the one-time check would catch; its replay fails
+    # the first time, and a later drain must not take the check as done.
+    model, X, _ = fitted
+    calls = [0]
+
+    def step(features: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("a replay that fails once")
+        return model.predict(features * 1.5)
+
+    check = _probabilities(model, step)
+    rows = X[[0, 60, 120]]
+    assert check.compute(rows, model.predict(rows * 1.5).tolist()) is None
+    assert "failed when replayed" in check.off_reason
+    assert check.compute(rows, model.predict(rows).tolist()) is None
