@@ -216,8 +216,9 @@ def _save_model(ns: dict[str, Any]) -> None:
 
 
 def _sensitive_columns(marked: list[dict[str, str]], schema: dict[str, Any]) -> list[str]:
-    """The marked sensitive columns the service takes; ContractError for a name that is no
-    input column at all: a typo there would log the very column it meant to hide."""
+    """The marked sensitive columns (input or ignored ones); ContractError for a name that is
+    no column of the training input at all: a typo there would log the very column it meant
+    to hide."""
     names = [str(column["name"]) for column in schema["columns"]]
     ignored = {str(name) for name in schema.get("ignored_columns", [])}
     for column in marked:
@@ -227,8 +228,10 @@ def _sensitive_columns(marked: list[dict[str, str]], schema: dict[str, Any]) -> 
                 f"column of the model; its input columns are: {', '.join(names)}. Fix the "
                 "name in `# nb2prod: sensitive=...` or --sensitive"
             )
-    # An ignored column is not a typo, and the service never takes it (nor logs it).
-    return [column["name"] for column in marked if column["name"] in names]
+    # An ignored column is not a typo: the service never takes it, but `nb2prod batch --keep`
+    # carries input-file columns into the log's records, and leaves out the card's sensitive
+    # ones, so it stays on the card.
+    return [column["name"] for column in marked]
 
 
 def _golden_rows_and_schema(

@@ -14,6 +14,8 @@ from helpers import run_cli, write_notebook
 from nb2prod.build.notebook import read_notebook
 from nb2prod.errors import ConfigError, NotebookError
 from nb2prod.models import SensitiveColumn
+from nb2prod.runtime.notebook_path import ContractError
+from nb2prod.runtime.training import _sensitive_columns
 
 Cells = list[tuple[str, "list[str] | None"]]
 
@@ -125,3 +127,13 @@ def test_a_typo_stops_the_build_naming_the_cell_line_and_the_input_columns(
     assert "cell 2 [parameters]" in error and "line 3" in error
     assert "'emial'" in error and "age, ssn, email" in error
     assert not (tmp_path / "out").exists()  # nothing half-built is left
+
+
+def test_a_sensitive_column_the_model_ignores_stays_on_the_card() -> None:
+    # `nb2prod batch --keep ssn` carries an ignored column into the log's records; only the
+    # card's sensitive columns keep it out.
+    schema = {"columns": [{"name": "age"}, {"name": "email"}], "ignored_columns": ["ssn"]}
+    marked = [{"name": "ssn", "source": "--sensitive"}, {"name": "email", "source": "--sensitive"}]
+    assert _sensitive_columns(marked, schema) == ["ssn", "email"]
+    with pytest.raises(ContractError, match="'emial'"):
+        _sensitive_columns([{"name": "emial", "source": "--sensitive"}], schema)
