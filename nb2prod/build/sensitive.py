@@ -19,6 +19,9 @@ __all__ = ["SENSITIVE_DIRECTIVE", "parse_sensitive_option", "sensitive_columns"]
 SENSITIVE_DIRECTIVE = "sensitive"
 #: ``# nb2prod: sensitive=a,b`` (spaces allowed around ``:``, ``=`` and the commas).
 _DIRECTIVE = re.compile(r"^\s*#\s*nb2prod\s*:\s*sensitive\b\s*(?P<rest>.*)$")
+#: What a mistyped directive still looks like (after code, in capitals): refused, never skipped,
+#: since a directive that is silently ignored logs the very column it meant to hide.
+_LOOKALIKE = re.compile(r"#\s*nb2prod\s*:\s*sensitive", re.IGNORECASE)
 FLAG_SOURCE = "--sensitive"
 
 
@@ -46,9 +49,15 @@ def sensitive_columns(
     for cell in cells:
         for number, line in enumerate(cell.source.splitlines(), start=1):
             match = _DIRECTIVE.match(line)
-            if match is None:
-                continue
             where = f"{cell.label}, line {number}"
+            if match is None:
+                if _LOOKALIKE.search(line):
+                    raise NotebookError(
+                        f"{where}: `{line.strip()}` is not read as a sensitive directive",
+                        hint="Write it on a line of its own, in lower case: "
+                        "`# nb2prod: sensitive=ssn,email`.",
+                    )
+                continue
             if cell.role != "parameters":
                 raise NotebookError(
                     f"{where}: `{line.strip()}` belongs in the parameters cell",

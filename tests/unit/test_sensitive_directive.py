@@ -137,3 +137,16 @@ def test_a_sensitive_column_the_model_ignores_stays_on_the_card() -> None:
     assert _sensitive_columns(marked, schema) == ["ssn", "email"]
     with pytest.raises(ContractError, match="'emial'"):
         _sensitive_columns([{"name": "emial", "source": "--sensitive"}], schema)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["C = 1.0  # nb2prod: sensitive=ssn", "# NB2PROD: Sensitive=ssn", "#nb2prod:SENSITIVE=ssn"],
+)
+def test_a_directive_that_would_be_skipped_is_refused(tmp_path: Path, line: str) -> None:
+    # Skipping it silently would log the column its author meant to hide.
+    path = write_notebook(tmp_path / "nb.ipynb", cells(f"D = 2.0\n{line}"))
+    with pytest.raises(NotebookError) as caught:
+        read_notebook(path)
+    assert "cell 2 [parameters]" in str(caught.value) and "line 2" in str(caught.value)
+    assert "nb2prod: sensitive=ssn,email" in (caught.value.hint or "")
