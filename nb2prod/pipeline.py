@@ -211,9 +211,11 @@ def build(options: BuildOptions, progress: Progress | None = None) -> BuildResul
         say(f"notice: {notice}")
     engine = connect() if options.docker else None  # fail before training when there is none
     if options.mlflow_uri:
-        from .track import require_mlflow
+        from .track import check_tracking_uri, require_mlflow
 
-        require_mlflow()  # a missing extra is found before training, not after
+        # A missing extra or a malformed URI is found before training, not after.
+        check_tracking_uri(options.mlflow_uri)
+        require_mlflow()
     if engine is not None and remove_abandoned_containers(engine):
         say("notice: removed containers left by an nb2prod run that was killed")
     target = (options.output or default_output(spec)).resolve()

@@ -69,6 +69,10 @@ def tracking_uri(uri: str | None, experiment: str | None, off: bool = False) -> 
             + (" (--no-mlflow)" if off else ""),
             hint="Pass --mlflow URI (or set MLFLOW_TRACKING_URI) too.",
         )
+    if uri is not None:
+        from ..track import check_tracking_uri
+
+        check_tracking_uri(uri)  # a malformed URI is a usage error before anything runs
     return uri
 
 
@@ -99,9 +103,10 @@ def track(
     params; every finite number in the model card's metrics as metrics;
     the model version, the notebook's path and sha256 and the nb2prod
     version as tags; model_card.json and the build directory (under
-    build/) as artifacts (the golden rows left out when the card marks
-    sensitive columns). Then a new version of the registered model named
-    after the notebook, tagged nb2prod_model_version.
+    build/) as artifacts (when the card marks sensitive columns, the golden
+    rows and the training log are left out). Then a new version of the
+    registered model named after the notebook, tagged nb2prod_model_version.
+    The URI's password is never shown: it prints as user:***@host.
     """
     uri = tracking_uri(mlflow_uri, mlflow_experiment)
     if uri is None:

@@ -9,6 +9,6 @@ nothing here is imported by the runtime, and ``mlflow`` is imported only when tr
 
 from __future__ import annotations
 
-from .mlflow_run import REGISTRY_TAG, require_mlflow, track
+from .mlflow_run import REGISTRY_TAG, check_tracking_uri, require_mlflow, track
 
-__all__ = ["REGISTRY_TAG", "require_mlflow", "track"]
+__all__ = ["REGISTRY_TAG", "check_tracking_uri", "require_mlflow", "track"]

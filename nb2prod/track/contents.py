@@ -14,8 +14,9 @@ What the run holds:
 - artifacts: ``model_card.json`` at the top, and the build directory under ``build/``.
 
 The build directory is what serves, so it goes whole, with two exceptions: compiled caches,
-and the golden set (``model/golden.json``, raw training rows) when the card marks input
-columns as sensitive, since those columns are never logged anywhere. Parameters that look
+and, when the card marks input columns as sensitive (never logged anywhere), the golden set
+(``model/golden.json``, raw training rows) and the training log (``.nb2prod/train.log``, what
+the notebook printed while training: often ``df.head()``). Parameters that look
 like secrets never reach a build directory (the build refuses them), so none reaches MLflow.
 """
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
+from urllib.parse import quote
 
 from ..builddir import BuildDir
 from ..naming import mlflow_model_name
@@ -67,7 +69,8 @@ def run_contents(build_dir: Path) -> RunContents:
     records = BuildDir(build_dir)
     card = records.card()
     sensitive = list(getattr(card, "sensitive_columns", None) or ())
-    golden = records.golden_path.relative_to(records.root).as_posix()
+    # Files that may hold raw training rows, sensitive columns included.
+    raw_rows = (records.golden_path, records.record("train.log"))
     return RunContents(
         name=card.name,
         registered_model=mlflow_model_name(card.name),
@@ -78,7 +81,11 @@ def run_contents(build_dir: Path) -> RunContents:
         tags=_tags(card),
         card_path=records.card_path,
         build_dir=records.root,
-        left_out=(golden,) if sensitive and records.golden_path.is_file() else (),
+        left_out=tuple(
+            path.relative_to(records.root).as_posix()
+            for path in raw_rows
+            if sensitive and path.is_file()
+        ),
     )
 
 
@@ -137,6 +144,32 @@ def records_path(build_dir: Path) -> Path:
     return BuildDir(build_dir).record("mlflow.json")
 
 
+#: ``scheme://USERINFO@``: up to the last ``@`` before a query, so a password holding an
+#: unencoded ``@`` or ``/`` is masked whole.
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^?#]*)@")
+
+
 def redact(uri: str) -> str:
-    """``uri`` without the password of a ``scheme://user:password@host`` form."""
-    return re.sub(r"(?<=://)([^/@:]+):[^/@]*@", r"\1:***@", uri)
+    """``uri`` as it may be shown: ``user:***@`` for a password, ``***@`` for a lone token."""
+    match = _USERINFO.match(uri)
+    if match is None:
+        return uri
+    user, colon, _ = match["userinfo"].partition(":")
+    masked = f"{user}:***" if colon and user and "/" not in user else "***"
+    return f"{match['scheme']}{masked}@{uri[match.end() :]}"
+
+
+def scrub(text: str, uri: str) -> str:
+    """``text`` (an error message) with the secret of ``uri`` masked wherever it appears:
+    the URI itself, its user info and its password, as typed or percent-encoded."""
+    text = text.replace(uri, redact(uri))
+    match = _USERINFO.match(uri)
+    if match is None:
+        return text
+    userinfo = match["userinfo"]
+    _, colon, password = userinfo.partition(":")
+    secrets = {userinfo, quote(userinfo, safe=":"), password, quote(password, safe="")}
+    # A secret of a few characters would mask unrelated text; the user info never is one.
+    for secret in sorted((s for s in secrets if s == userinfo or len(s) >= 4), key=len)[::-1]:
+        text = text.replace(secret, "***")
+    return text

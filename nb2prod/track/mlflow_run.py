@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..builddir import write_json_atomically
-from ..errors import MissingExtraError, TrackingError
+from ..errors import ConfigError, MissingExtraError, TrackingError
 from ..models import TrackOptions, TrackRecord
 from .contents import (
     BUILD_ARTIFACT,
@@ -31,13 +32,14 @@ from .contents import (
     records_path,
     redact,
     run_contents,
+    scrub,
     staged_build_copy,
 )
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["REGISTRY_TAG", "require_mlflow", "track"]
+__all__ = ["REGISTRY_TAG", "check_tracking_uri", "require_mlflow", "track"]
 
 #: The model version tag that names nb2prod's model version.
 REGISTRY_TAG = "nb2prod_model_version"
@@ -65,6 +67,39 @@ def require_mlflow() -> None:
         raise MissingExtraError("mlflow", WHAT, ImportError("No module named 'mlflow'"))
 
 
+def check_tracking_uri(uri: str) -> None:
+    """ConfigError for a URI that cannot name a tracking server: found before a build trains,
+    not after. The URI's password never appears in the message."""
+    shown = redact(uri)
+    if re.match(r"^[A-Za-z0-9.-]+:[0-9]+(/|$)", uri):  # mlflow.internal:5000
+        raise ConfigError(
+            f"--mlflow {shown} has no scheme: MLflow would read it as a local path",
+            hint=f"Pass http://{shown} (or https://).",
+        )
+    if not _is_server(uri):
+        return  # databricks, sqlite:///..., file:, a path: MLflow's to judge
+    import httpx
+
+    try:
+        url = httpx.URL(uri)
+    except httpx.InvalidURL as err:
+        if shown == uri:
+            reason, hint = f" ({err})", "Pass http(s)://HOST[:PORT][/PATH]."
+        else:  # the reason may quote part of the password
+            reason, hint = (
+                "",
+                (
+                    "Percent-encode a '/' or '@' in a password (%2F, %40), or better, pass the "
+                    "credentials as MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD."
+                ),
+            )
+        raise ConfigError(f"--mlflow {shown} is not a valid URL{reason}", hint=hint) from None
+    if not url.host:
+        raise ConfigError(
+            f"--mlflow {shown} names no host", hint="Pass http(s)://HOST[:PORT][/PATH]."
+        )
+
+
 def track(options: TrackOptions, progress: Progress | None = None) -> TrackRecord:
     """Log ``options.build_dir`` to MLflow as one run and register its model version."""
     say = progress or (lambda _: None)
@@ -72,6 +107,7 @@ def track(options: TrackOptions, progress: Progress | None = None) -> TrackRecor
     uri = options.tracking_uri
     shown = redact(uri)
     experiment = options.experiment or contents.name
+    check_tracking_uri(uri)
     require_mlflow()
     _probe(uri, options)  # before importing MLflow, which takes seconds
     client_class = _client_class()
@@ -178,13 +214,20 @@ def _register(client: MlflowClient, contents: RunContents, run_id: str) -> str:
 
 
 def _probe(uri: str, options: TrackOptions) -> None:
-    """Fail fast when an HTTP tracking server does not answer at all (any reply will do)."""
+    """Fail fast when an HTTP tracking server does not answer at all (any reply will do).
+
+    The probe sends no credentials, so it need not verify the server's certificate: MLflow
+    does that with its own settings (MLFLOW_TRACKING_SERVER_CERT_PATH, REQUESTS_CA_BUNDLE,
+    MLFLOW_TRACKING_INSECURE_TLS), which a team server with a private CA needs.
+    """
     if not _is_server(uri):
         return
     import httpx
 
+    url = httpx.URL(uri).copy_with(userinfo=b"")
+    health = url.copy_with(path=url.path.rstrip("/") + "/health")
     try:
-        httpx.get(f"{uri.rstrip('/')}/health", timeout=_PROBE_SECONDS, follow_redirects=False)
+        httpx.get(health, timeout=_PROBE_SECONDS, follow_redirects=False, verify=False)  # noqa: S501
     except httpx.HTTPError as err:
         raise _tracking_error(
             f"cannot reach the MLflow tracking server at {redact(uri)} "
@@ -238,6 +281,7 @@ def _is_server(uri: str) -> bool:
 
 def _tracking_error(what: str, options: TrackOptions, fix: str = "") -> TrackingError:
     directory = options.build_dir
+    what = scrub(what, options.tracking_uri)  # MLflow's and httpx's messages may quote the URI
     return TrackingError(
         f"{what}. The build directory {directory} is complete and kept; only the MLflow "
         "run is missing",
