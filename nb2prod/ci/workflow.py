@@ -7,11 +7,15 @@ user's own workflow) is never overwritten, not even with ``--force``; an edited 
 not run). An unedited one is simply rewritten.
 
 The template uses ``<< name >>`` for nb2prod's values, because ``${{ ... }}`` is GitHub's.
+Values a user typed reach the YAML only as double-quoted scalars (JSON strings are valid
+YAML), and a GitHub expression's string literal with its quotes doubled: a notebook named
+``Mike's model #2.ipynb`` must not end the literal, or start a YAML comment.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import time
@@ -32,6 +36,8 @@ _HEADER = "# Written by nb2prod ci init {version}; sha256 {digest} (of the lines
 _HEADER_PATTERN = re.compile(r"^# Written by nb2prod ci init \S+; sha256 ([0-9a-f]{64}) ")
 #: Folders a notebook search skips: tools' caches and nb2prod's own build output.
 _SKIPPED = frozenset({".ipynb_checkpoints", ".git", "build", "node_modules", ".venv", "venv"})
+#: One cron field as GitHub's schedule takes them: numbers, names, ranges, steps, lists, *.
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*,/-]+")
 
 
 def init(options: CiOptions) -> CiWorkflow:
@@ -41,14 +47,67 @@ def init(options: CiOptions) -> CiWorkflow:
         raise ConfigError(f"--provider {options.provider} is not one of {', '.join(TEMPLATE)}")
     root = Path(options.root)
     output = Path(options.output) if options.output else root / DEFAULT_OUTPUT[options.provider]
-    notebook = options.notebook or find_notebook(root)
-    body = render(options.provider, notebook=notebook, champion_dir=options.champion_dir,
-                  schedule=options.schedule, canary=options.canary,
+    if options.notebook:
+        notebook = repository_path(root, options.notebook, "--notebook")
+        if not (root / notebook).is_file():
+            raise ConfigError(
+                f"--notebook {options.notebook}: no such notebook under {root}",
+                hint="Pass the notebook's path relative to the repository root, and run "
+                "nb2prod ci init from that root.",
+            )
+    else:
+        notebook = find_notebook(root)
+    champion_dir = repository_path(root, options.champion_dir, "--champion-dir")
+    body = render(options.provider, notebook=notebook, champion_dir=champion_dir,
+                  schedule=cron(options.schedule), canary=options.canary,
                   wait_minutes=options.wait_minutes)  # fmt: skip
     text = with_header(body)
     kept = check_output(output, text, options.force)
-    write_text_atomically(output, text)
+    try:
+        write_text_atomically(output, text)
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename and str(err.filename) != str(output) else ""
+        raise ConfigError(
+            f"cannot write {output}: {err.strerror or err}{where}", hint="Choose another -o PATH."
+        ) from err
     return CiWorkflow(path=output, notebook=notebook, edited_copy=kept)
+
+
+def repository_path(root: Path, value: str, flag: str) -> str:
+    """``value`` as a POSIX path relative to ``root`` (the runner's checkout); ConfigError
+    for a path outside it, or one the workflow's YAML and expressions cannot hold."""
+    if not value.isprintable() or "{{" in value or "}}" in value:
+        raise ConfigError(f"{flag} {value!r} holds characters a workflow cannot carry")
+    path = Path(value)
+    if path.is_absolute():
+        try:
+            path = path.resolve().relative_to(root.resolve())
+        except ValueError:
+            raise ConfigError(
+                f"{flag} {value} is outside the repository root {root}",
+                hint="The workflow runs in a checkout of the repository: pass a path in it, "
+                "relative to its root.",
+            ) from None
+    text = path.as_posix()
+    if text in ("", ".") or ".." in path.parts:
+        raise ConfigError(
+            f"{flag} {value} is not a path inside the repository",
+            hint="Pass a path relative to the repository root, without '..'.",
+        )
+    return text
+
+
+def cron(schedule: str) -> str:
+    """``--schedule`` when it is five cron fields; ConfigError otherwise (GitHub would reject
+    the whole workflow, and say so only on its Actions page)."""
+    fields = schedule.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(field) for field in fields):
+        raise ConfigError(
+            f"--schedule {schedule!r} is not a cron schedule of five fields",
+            hint="Minute, hour, day of month, month, day of week, in UTC: e.g. '0 6 * * 1' "
+            "(Mondays at 06:00).",
+        )
+    return " ".join(fields)
 
 
 def render(provider: str, **values: object) -> str:
@@ -64,7 +123,21 @@ def render(provider: str, **values: object) -> str:
         comment_start_string="<#",
         comment_end_string="#>",
     )
+    environment.filters["quoted"] = quoted
+    environment.filters["or_default"] = or_default
     return environment.get_template(TEMPLATE[provider]).render(version=__version__, **values)
+
+
+def quoted(value: str) -> str:
+    """``value`` as a YAML double-quoted scalar."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def or_default(variable: str, default: str) -> str:
+    """The YAML scalar ``${{ VARIABLE || 'DEFAULT' }}``: the repository variable, else
+    ``default`` (a GitHub string literal doubles its single quotes)."""
+    literal = default.replace("'", "''")
+    return quoted(f"${{{{ {variable} || '{literal}' }}}}")
 
 
 def template_dir() -> Path:
@@ -112,9 +185,22 @@ def check_output(output: Path, text: str, force: bool) -> Path | None:
             hint="Keep your edits, or pass --force: the edited file is first copied to "
             f"{output.name}.edited-<time> beside it.",
         )
-    kept = output.with_name(f"{output.name}.edited-{time.strftime('%Y%m%d-%H%M%S')}")
-    shutil.copy2(output, kept)
-    return kept
+    return keep_copy(output)
+
+
+def keep_copy(output: Path) -> Path:
+    """Copy ``output`` to a new ``NAME.edited-<time>[-N]`` beside it, never over a file."""
+    stem = f"{output.name}.edited-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in range(100):
+        kept = output.with_name(stem if n == 0 else f"{stem}-{n}")
+        try:
+            with kept.open("xb") as target, output.open("rb") as source:
+                shutil.copyfileobj(source, target)
+        except FileExistsError:
+            continue
+        shutil.copystat(output, kept)
+        return kept
+    raise OutputExistsError(f"too many edited copies of {output} beside it", hint="Remove some.")
 
 
 def find_notebook(root: Path) -> str:
