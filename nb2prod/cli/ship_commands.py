@@ -147,10 +147,12 @@ def promote(directory: Path, gate: bool, endpoint: str | None, **gate_flags: Any
     """
     options = TrafficOptions(build_dir=directory, endpoint=endpoint)
     if not gate:
+        # Typed, not compared with the defaults: `--alpha 0.05` without --gate is refused too.
+        context = click.get_current_context()
         given = [
-            f"--{name.replace('_', '-')}"
-            for name, value in gate_flags.items()
-            if value not in (None, False, "request_id", 0.05)
+            f"--{'json' if name == 'as_json' else name.replace('_', '-')}"
+            for name in gate_flags
+            if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
         ]
         if given:
             raise click.UsageError(
@@ -178,13 +180,18 @@ def _promote_gated(
     report, moved = pipeline.promote_gate(options)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.table())
     if moved is not None:
-        _print_deployment(moved)
+        _print_deployment(moved, err=as_json)  # with --json, stdout holds the JSON alone
     elif report.decision != "wait":
         say(f"dry run: would {report.decision}; traffic unchanged")
     if report.decision == "wait":
         raise GateKeepWaiting(report.summary)
+    if report.decision == "rollback" and moved is None:
+        raise CanaryWorse(
+            report.summary + "; would roll back",
+            hint="Run it without --dry-run to send all traffic back to the stable revision.",
+        )
     if report.decision == "rollback":
-        raise CanaryWorse(report.summary + ("; rolled back" if moved else "; would roll back"))
+        raise CanaryWorse(report.summary + "; rolled back")
 
 
 @cli.command()
@@ -224,9 +231,9 @@ def monitor(url: str, as_json: bool, min_share: float | None, timeout: float) ->
         raise DriftDetected(report.summary())
 
 
-def _print_deployment(deployment: CloudRunDeployment) -> None:
+def _print_deployment(deployment: CloudRunDeployment, err: bool = False) -> None:
     if deployment.dry_run:
-        click.echo(deployment.request)
+        click.echo(deployment.request, err=err)
     for note in deployment.notes:
         say(f"note: {note}")
     split = ", ".join(
@@ -236,15 +243,16 @@ def _print_deployment(deployment: CloudRunDeployment) -> None:
     verb = "would deploy" if deployment.dry_run else "deployed"
     click.echo(
         f"{verb} {deployment.service} in {deployment.project}/{deployment.region}: "
-        f"{deployment.image}; traffic {split}"
+        f"{deployment.image}; traffic {split}",
+        err=err,
     )
     if deployment.url:
-        click.echo(f"url: {deployment.url}")
-    click.echo(f"wrote {deployment.service_yaml}")
+        click.echo(f"url: {deployment.url}", err=err)
+    click.echo(f"wrote {deployment.service_yaml}", err=err)
     if deployment.pubsub_commands:
-        click.echo("To push the topic's messages to POST /pubsub, run:")
+        click.echo("To push the topic's messages to POST /pubsub, run:", err=err)
         for command in deployment.pubsub_commands:
-            click.echo(f"  {command}")
+            click.echo(f"  {command}", err=err)
 
 
 def _print_job(deployment: CloudRunJobDeployment) -> None:
