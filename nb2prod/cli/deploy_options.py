@@ -130,6 +130,8 @@ def given_for(ctx: click.Context, target: str) -> dict[str, Any]:
         # An environment variable is a setting of the shell, not a flag typed for this target.
         if source == click.core.ParameterSource.ENVIRONMENT and target not in param.fields:
             continue
+        if param.name == "endpoint":
+            note_endpoint(ctx)
         if target in param.fields:
             given[param.fields[target]] = ctx.params[param.name]
         else:
@@ -138,6 +140,13 @@ def given_for(ctx: click.Context, target: str) -> dict[str, Any]:
     if foreign:
         raise click.UsageError("; ".join(foreign), ctx)
     return given
+
+
+def note_endpoint(ctx: click.Context) -> None:
+    """Say so when the Cloud Run API endpoint comes from NB2PROD_CLOUD_RUN_ENDPOINT: a variable
+    left set in a shell would otherwise send real deploys somewhere else without a word."""
+    if ctx.get_parameter_source("endpoint") is click.core.ParameterSource.ENVIRONMENT:
+        click.echo(f"note: Cloud Run API at {ctx.params['endpoint']} ({ENDPOINT_ENV})", err=True)
 
 
 def env_pairs(

@@ -24,6 +24,7 @@ from .deploy_options import (
     ENDPOINT_ENV,
     DeployCommand,
     deploy_options,
+    note_endpoint,
     options_for,
 )
 from .group import BUILD_DIR, EXIT_CODE_HELP, cli, say
@@ -146,9 +147,10 @@ def promote(directory: Path, gate: bool, endpoint: str | None, **gate_flags: Any
     leaves traffic as it is; --dry-run never moves traffic.
     """
     options = TrafficOptions(build_dir=directory, endpoint=endpoint)
+    context = click.get_current_context()
+    note_endpoint(context)
     if not gate:
         # Typed, not compared with the defaults: `--alpha 0.05` without --gate is refused too.
-        context = click.get_current_context()
         given = [
             f"--{'json' if name == 'as_json' else name.replace('_', '-')}"
             for name in gate_flags
@@ -201,6 +203,7 @@ def _promote_gated(
 )
 def rollback(directory: Path, endpoint: str | None) -> None:
     """Restore the traffic split from before the last deploy of DIRECTORY."""
+    note_endpoint(click.get_current_context())
     _print_deployment(pipeline.rollback(TrafficOptions(build_dir=directory, endpoint=endpoint)))
 
 

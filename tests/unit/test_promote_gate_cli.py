@@ -100,3 +100,18 @@ def test_a_dry_run_rollback_says_nothing_moved(
     assert result.error_lines[0].endswith("; would roll back")
     assert "serves all traffic again" not in result.stderr
     assert "without --dry-run" in result.stderr
+
+
+def test_an_endpoint_from_the_environment_is_used_and_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NB2PROD_CLOUD_RUN_ENDPOINT lets the workflow run against a fake unchanged; left set in a
+    shell it would silently redirect real traffic changes, so it is named on stderr."""
+    seen = stub_gate(monkeypatch, "wait")
+    result = run_cli("promote", tmp_path, "--gate", "--predictions", "log/", "--labels", "l.csv",
+                     env={"NB2PROD_CLOUD_RUN_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip
+    assert result.returncode == 18
+    assert seen[-1].endpoint == "http://127.0.0.1:9"
+    assert "note: Cloud Run API at http://127.0.0.1:9 (NB2PROD_CLOUD_RUN_ENDPOINT)" in result.stderr
+    result = gate(tmp_path)  # unset: Google's endpoint, nothing said
+    assert seen[-1].endpoint is None and "Cloud Run API at" not in result.stderr
