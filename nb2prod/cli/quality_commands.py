@@ -12,8 +12,9 @@ from ..errors import ConfigError, MissingExtraError, OutputExistsError, QualityB
 from ..gate.quality import THRESHOLDS, QualityOptions, format_table, quality_report
 from .group import BUILD_DIR, EXIT_CODE_HELP, cli
 
-#: How an existing --html file is recognised as an earlier quality report (the page's title).
-_REPORT_SIGNATURE = "<title>Quality report"
+#: How an existing --html file is recognised as an earlier quality report: the generator tag
+#: in the page's head (quality_html.SIGNATURE; a title alone is what any "Quality report" has).
+_REPORT_SIGNATURE = '<meta name="generator" content="nb2prod quality">'
 
 _THRESHOLD_HELP = {
     "min_accuracy": "Fail (exit 17) when a version's accuracy is below X.",
@@ -159,6 +160,7 @@ def quality(
         _refuse_foreign(html)
     report = quality_report(options)
     if html is not None:
+        _refuse_foreign(html)  # again: a file may have appeared there while the report ran
         _write_html(report, html)
     click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
     _exit_on_failed_thresholds(report)
@@ -181,7 +183,8 @@ def _refuse_foreign(path: Path) -> None:
     if not path.exists():
         return
     try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:4096]
+        with path.open("rb") as handle:
+            head = handle.read(4096).decode("utf-8", errors="replace")
     except OSError as err:
         raise ConfigError(f"--html {path}: cannot read it ({err})") from err
     if _REPORT_SIGNATURE not in head:

@@ -95,9 +95,15 @@ def quality_report(options: QualityOptions) -> dict[str, Any]:
             f"--by {', '.join(missing_by)}: not a logged input column",
             hint="Segment on an input column the log holds (sensitive columns are never logged).",
         )
+    frame = _without_missing_predictions(frame, notes)
     task = _task(frame, cards, options, notes)
+    # Aligned once for all versions, so every version's values are classes of one task.
+    y_true, y_pred = aligned(frame["label"], frame["prediction"], task.kind)
+    if task.kind == REGRESSION:
+        _refuse_text(frame, y_true, "label")
+        _refuse_text(frame, y_pred, "prediction")
     versions = [
-        _version_report(frame, predictions, version, task, cards, options, notes)
+        _version_report(frame, (y_true, y_pred), predictions, version, task, cards, options, notes)
         for version in _versions_in_order(frame)
     ]
     checked = _thresholds(versions, options, task, notes)
@@ -128,6 +134,36 @@ def _check_options(options: QualityOptions) -> None:
         )
     if options.resamples < 1:
         raise ConfigError("--resamples must be at least 1")
+
+
+def _without_missing_predictions(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """The joined rows whose prediction was logged (a model that returned null or NaN for a
+    row has no prediction to score), with a note of how many were left out."""
+    missing = frame["prediction"].isna()
+    if not missing.any():
+        return frame
+    if missing.all():
+        raise ConfigError(
+            f"all {len(frame)} joined rows have a null or NaN prediction: nothing to score",
+            hint="The logged predictions are empty; check the model's output on these inputs.",
+        )
+    notes.append(
+        f"{int(missing.sum())} joined rows left out: their logged prediction is null or NaN"
+    )
+    return frame[~missing].reset_index(drop=True)
+
+
+def _refuse_text(frame: pd.DataFrame, values: np.ndarray, column: str) -> None:
+    """A regressor's labels and predictions are numbers: ConfigError naming one that is not."""
+    bad = np.isnan(values)
+    if bad.any():
+        example = frame[column].to_numpy()[bad][0]
+        raise ConfigError(
+            f"{int(bad.sum())} joined rows have a {column} that is not a number "
+            f"(e.g. {example!r}), and a regressor's errors need numbers",
+            hint="Fix or drop those labels; a classifier's build directory (--build) makes "
+            "it a classification report.",
+        )
 
 
 def _versions_in_order(frame: pd.DataFrame) -> list[str]:
@@ -168,6 +204,7 @@ def _class_order(value: Any) -> tuple[int, Any]:
 
 def _version_report(
     frame: pd.DataFrame,
+    values: tuple[np.ndarray, np.ndarray],
     logged: pd.DataFrame,
     version: str,
     task: Task,
@@ -175,9 +212,11 @@ def _version_report(
     options: QualityOptions,
     notes: list[str],
 ) -> dict[str, Any]:
-    """One entry of the report's ``versions``."""
-    rows = frame[frame["model_version"] == version].reset_index(drop=True)
-    y_true, y_pred = aligned(rows["label"], rows["prediction"], task.kind)
+    """One entry of the report's ``versions`` (``values``: every joined row's aligned label
+    and prediction)."""
+    mine = (frame["model_version"] == version).to_numpy()
+    rows = frame[mine].reset_index(drop=True)
+    y_true, y_pred = values[0][mine], values[1][mine]
     scores = _scores(rows, task, version, notes) if task.kind == CLASSIFICATION else None
     functions = metric_functions(task, with_scores=scores is not None)
     metrics = with_intervals(
@@ -189,8 +228,8 @@ def _version_report(
         "model_version": version,
         "revisions": sorted(r for r in rows["revision"].unique() if r),
         "rows": len(rows),
-        "first": first.isoformat(),
-        "last": last.isoformat(),
+        "first": None if pd.isna(first) else first.isoformat(),
+        "last": None if pd.isna(last) else last.isoformat(),
         "metrics": metrics,
         "bucket": width,
         "over_time": over_time(rows["timestamp"], functions, y_true, y_pred, scores, width),

@@ -38,7 +38,11 @@ from .quality_html_plots import (
     version_name,
 )
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["SIGNATURE", "render_html", "write_html"]
+
+#: In the head of every page written here: how ``nb2prod quality --html`` tells its own earlier
+#: report (which it replaces) from any other file (which it never touches).
+SIGNATURE = '<meta name="generator" content="nb2prod quality">'
 
 #: Shown for a null, NaN or missing number.
 MISSING = "n/a"
@@ -48,6 +52,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="nb2prod quality">
 <title>Quality report: {{ task }}</title>
 <style>
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }

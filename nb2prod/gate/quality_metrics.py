@@ -1,8 +1,8 @@
 """Quality metrics of labelled predictions, from scikit-learn, with bootstrap intervals.
 
 Classification: accuracy, precision, recall and F1 (for the positive class of a binary task,
-macro-averaged over classes otherwise), and ROC AUC when the log holds probabilities and
-their classes. Regression: MAE, RMSE and R². Each comes with a 95% percentile-bootstrap
+macro-averaged over the classes present otherwise), and ROC AUC when the log holds
+probabilities and their classes. Regression: MAE, RMSE and R². Each comes with a 95% percentile-bootstrap
 interval from a fixed-seed resample of the rows, so the same rows give the same report.
 """
 
@@ -93,7 +93,9 @@ def metric_functions(task: Task, with_scores: bool) -> dict[str, Metric]:
     if task.binary:
         average: dict[str, Any] = {"average": "binary", "pos_label": task.positive}
     else:
-        average = {"average": "macro", "labels": list(task.classes)}
+        # Over the classes present in the rows (scikit-learn's default): a class that a model
+        # version, a time bucket or a group never saw nor predicted is not a zero in the mean.
+        average = {"average": "macro"}
     found: dict[str, Metric] = {
         "accuracy": lambda t, p, s: m.accuracy_score(t, p),
         "precision": lambda t, p, s: m.precision_score(t, p, zero_division=0, **average),
@@ -108,13 +110,23 @@ def metric_functions(task: Task, with_scores: bool) -> dict[str, Metric]:
 def _roc_auc(task: Task, y_true: np.ndarray, scores: np.ndarray | None) -> float:
     from sklearn.metrics import roc_auc_score
 
-    if scores is None or len(set(y_true.tolist())) < 2:
+    present = set(y_true.tolist())
+    if scores is None or len(present) < 2:
         return math.nan  # undefined with one class present
     if task.binary:
         return float(roc_auc_score(y_true == task.positive, scores))
-    if len(set(y_true.tolist())) < len(task.classes):
-        return math.nan  # one-vs-rest needs every class present
-    return float(roc_auc_score(y_true, scores, multi_class="ovr", labels=list(task.classes)))
+    # One class against the rest, averaged over the classes the labels hold: what
+    # roc_auc_score(multi_class="ovr") computes, without its demand that each row's scores sum
+    # to 1 (they don't when the model knows classes that these rows never show).
+    return float(
+        np.mean(
+            [
+                roc_auc_score(y_true == value, scores[:, k])
+                for k, value in enumerate(task.classes)
+                if value in present
+            ]
+        )
+    )
 
 
 def with_intervals(
@@ -197,6 +209,9 @@ def _confusion_metrics(matrix: np.ndarray, task: Task) -> dict[str, float]:
     if task.binary:
         k = task.classes.index(task.positive)
         precision, recall, f1 = precision[k : k + 1], recall[k : k + 1], f1[k : k + 1]
+    else:  # macro over the classes present in the draw, as metric_functions has it
+        present = (matrix.sum(axis=0) + matrix.sum(axis=1)) > 0
+        precision, recall, f1 = precision[present], recall[present], f1[present]
     total = matrix.sum()
     return {
         "accuracy": float(tp.sum() / total) if total else math.nan,
@@ -220,8 +235,10 @@ def _rank_auc(task: Task, true_codes: np.ndarray, scores: np.ndarray) -> float:
 
     if task.binary:
         return auc(true_codes == task.classes.index(task.positive), scores)
-    per_class = [auc(true_codes == k, scores[:, k]) for k in range(len(task.classes))]
-    return float(np.mean(per_class))  # NaN when a class is absent, as the point value is
+    present = np.unique(true_codes)
+    if len(present) < 2:
+        return math.nan
+    return float(np.mean([auc(true_codes == k, scores[:, k]) for k in present]))
 
 
 def _regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -256,6 +273,8 @@ def bucket_width(first: pd.Timestamp, last: pd.Timestamp) -> str:
     """The narrowest of :data:`BUCKET_WIDTHS` that cuts ``first``..``last`` in at most
     :data:`MAX_BUCKETS` buckets."""
     span = last - first
+    if pd.isna(span):  # no timestamps
+        return BUCKET_WIDTHS[-1]
     for width in BUCKET_WIDTHS:
         if span / pd.Timedelta(width) < MAX_BUCKETS:
             return width
@@ -270,10 +289,11 @@ def over_time(
     scores: np.ndarray | None,
     width: str,
 ) -> list[dict[str, Any]]:
-    """The metrics per time bucket of ``width`` (buckets without rows are left out)."""
+    """The metrics per time bucket of ``width`` (buckets without rows are left out, and so
+    are rows without a timestamp)."""
     starts = timestamps.dt.floor(width)
     buckets = []
-    for begin in sorted(starts.unique()):
+    for begin in sorted(starts.dropna().unique()):
         mask = (starts == begin).to_numpy()
         buckets.append(
             {

@@ -296,3 +296,139 @@ def test_no_match_is_a_clear_error(binary: dict[str, Any], tmp_path: Path) -> No
     result = run_cli("quality", "--predictions", binary["log"], "--labels", other)
     assert result.returncode == 2
     assert "no label in" in result.error_lines[0] and "Hint:" in result.stderr
+
+
+def test_multiclass_macro_averages_over_the_classes_present(tmp_path: Path) -> None:
+    """A version, a group or a bootstrap draw that never sees a class is not scored as if it
+    got that class wrong: macro averages run over the classes present, as scikit-learn's do."""
+    rng = np.random.default_rng(12)
+    n = 160
+    versions = ["v1" if i < n // 2 else "v2" for i in range(n)]
+    # v1 sees three species; v2 only two of them (and never predicts the third).
+    truth = [str(rng.choice(["a", "b", "c"] if v == "v1" else ["a", "b"])) for v in versions]
+    predictions = [t if rng.random() < 0.8 else ("a" if t != "a" else "b") for t in truth]
+    rows = pd.DataFrame({"site": rng.choice(["n", "s"], n)})
+    log = _write_log(tmp_path / "log", rows, predictions, versions)
+    labels = _labels(tmp_path / "labels.csv", truth)
+    report = quality_report(QualityOptions(str(log), str(labels), by=("site",), resamples=50))
+    frame = rows.assign(label=truth, prediction=predictions, version=versions)
+    for version in report["versions"]:
+        mine = frame[frame["version"] == version["model_version"]]
+        scores = {"precision": metrics.precision_score, "recall": metrics.recall_score,
+                  "f1": metrics.f1_score}  # fmt: skip
+        for name, score in scores.items():
+            want = score(mine["label"], mine["prediction"], average="macro", zero_division=0)
+            assert version["metrics"][name]["value"] == pytest.approx(want, abs=1e-12), name
+        for group in version["fairness"]["groups"]:
+            part = mine[mine["site"] == group["group"]["site"]]
+            assert group["metrics"]["f1"] == pytest.approx(
+                metrics.f1_score(part["label"], part["prediction"], average="macro"), abs=1e-12
+            )
+
+    # The bootstrap's fast path agrees with scikit-learn on a draw that misses a class.
+    task = Task(CLASSIFICATION, ("a", "b", "c"), None)
+    y_true = np.asarray(["a", "b", "a", "b", "c", "c"], dtype=object)
+    y_pred = np.asarray(["a", "a", "b", "b", "c", "a"], dtype=object)
+    draw = np.asarray([0, 1, 2, 3, 0])  # no "c" on either side
+    functions = metric_functions(task, with_scores=False)
+    assert _Prepared(task, y_true, y_pred, None).metrics(draw) == pytest.approx(
+        point_values(functions, y_true[draw], y_pred[draw], None), abs=1e-12
+    )
+
+
+def test_multiclass_roc_auc_when_the_model_knows_more_classes(tmp_path: Path) -> None:
+    """A model with four classes whose labelled rows show three: the logged probabilities of
+    those three do not sum to 1, and ROC AUC is still one class against the rest."""
+    rng = np.random.default_rng(13)
+    n = 120
+    classes = ["a", "b", "c", "d"]
+    truth = [str(rng.choice(classes[:3])) for _ in range(n)]
+    predictions = [t if rng.random() < 0.8 else "a" for t in truth]
+    probabilities = rng.dirichlet(np.ones(4), n)
+    log = _write_log(tmp_path / "log", pd.DataFrame({"x": range(n)}), predictions, ["m"] * n,
+                     probabilities.tolist(), classes)  # fmt: skip
+    labels = _labels(tmp_path / "labels.csv", truth)
+    report = quality_report(QualityOptions(str(log), str(labels), resamples=50))
+    got = report["versions"][0]["metrics"]["roc_auc"]
+    t = np.asarray(truth)
+    want = np.mean([metrics.roc_auc_score(t == c, probabilities[:, k]) for k, c in
+                    enumerate(classes[:3])])  # fmt: skip
+    assert got["value"] == pytest.approx(want, abs=1e-12)
+    assert got["low"] <= got["value"] <= got["high"]
+
+    # Where the scores do sum to 1 over the classes, it is scikit-learn's one-vs-rest AUC.
+    scores = rng.dirichlet(np.ones(3), n)
+    task = Task(CLASSIFICATION, ("a", "b", "c"), None)
+    auc = metric_functions(task, with_scores=True)["roc_auc"]
+    assert auc(t.astype(object), t.astype(object), scores) == pytest.approx(
+        metrics.roc_auc_score(t, scores, multi_class="ovr"), abs=1e-12
+    )
+
+
+def test_null_predictions_are_left_out_and_versions_share_one_task(tmp_path: Path) -> None:
+    rng = np.random.default_rng(14)
+    n = 60
+    truth = (rng.normal(size=n) * 3).round(3).tolist()
+    predictions: list[Any] = [round(t + 0.5, 3) for t in truth]
+    predictions[7] = None  # the model answered null (NaN) for this row
+    log = _write_log(tmp_path / "log", pd.DataFrame({"x": range(n)}), predictions, ["r"] * n)
+    labels = _labels(tmp_path / "labels.csv", truth)
+    report = quality_report(QualityOptions(str(log), str(labels), resamples=20))
+    assert report["task"] == "regression"
+    kept = [i for i in range(n) if i != 7]
+    version = report["versions"][0]
+    assert version["rows"] == n - 1
+    assert version["metrics"]["mae"]["value"] == pytest.approx(
+        metrics.mean_absolute_error([truth[i] for i in kept], [predictions[i] for i in kept]),
+        abs=1e-12,
+    )
+    assert any("1 joined rows left out" in note for note in report["notes"])
+
+    # Two versions whose predictions are of different types (numbers, then text) are scored
+    # as one classification task; each version's accuracy is its own.
+    mixed: list[Any] = [i % 2 for i in range(20)] + ["1" if i % 2 else "no" for i in range(20)]
+    log = _write_log(tmp_path / "mixed", pd.DataFrame({"x": range(40)}), mixed,
+                     ["v1"] * 20 + ["v2"] * 20)  # fmt: skip
+    labels = _labels(tmp_path / "mixed.csv", [i % 2 for i in range(40)])
+    report = quality_report(QualityOptions(str(log), str(labels), resamples=20))
+    accuracy = {v["model_version"]: v["metrics"]["accuracy"]["value"] for v in report["versions"]}
+    assert accuracy == {"v1": 1.0, "v2": 0.5}
+
+
+def test_a_regressors_label_that_is_not_a_number_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from nb2prod.gate import quality_drift
+
+    # The build directory's card says the model outputs a number.
+    card = SimpleNamespace(model_version="r", output_kind="number", reference_profile=None)
+    monkeypatch.setattr(quality_drift, "cards_by_version", lambda builds: {"r": (tmp_path, card)})
+    n = 30
+    predictions = [i * 1.5 for i in range(n)]
+    log = _write_log(tmp_path / "log", pd.DataFrame({"x": range(n)}), predictions, ["r"] * n)
+    (tmp_path / "labels.jsonl").write_text(
+        "".join(json.dumps({"request_id": f"r{i}", "label": i * 1.5 if i != 4 else "n.a."})
+                + "\n" for i in range(n)),
+        encoding="utf-8",
+    )  # fmt: skip
+    options = QualityOptions(str(log), str(tmp_path / "labels.jsonl"), resamples=20)
+    with pytest.raises(ConfigError, match=r"1 joined rows have a label that is not a number"):
+        quality_report(options)
+
+
+def test_html_refuses_a_foreign_page_titled_quality_report(
+    binary: dict[str, Any], tmp_path: Path
+) -> None:
+    from nb2prod.cli import quality_commands
+    from nb2prod.gate.quality_html import SIGNATURE
+
+    assert quality_commands._REPORT_SIGNATURE == SIGNATURE
+    page = tmp_path / "team.html"
+    mine = "<html><head><title>Quality report of the data team</title></head></html>"
+    page.write_text(mine, encoding="utf-8")
+    refused = run_cli("quality", "--predictions", binary["log"], "--labels", binary["labels"],
+                      "--resamples", "20", "--html", page)  # fmt: skip
+    assert refused.returncode == 4, refused.stderr
+    assert page.read_text(encoding="utf-8") == mine
