@@ -2,8 +2,9 @@
 
 Classification: accuracy, precision, recall and F1 (for the positive class of a binary task,
 macro-averaged over the classes present otherwise), and ROC AUC when the log holds
-probabilities and their classes. Regression: MAE, RMSE and R². Each comes with a 95% percentile-bootstrap
-interval from a fixed-seed resample of the rows, so the same rows give the same report.
+probabilities and their classes. Regression: MAE, RMSE and R². Each comes with a 95%
+percentile-bootstrap interval from a fixed-seed resample of the rows, so the same rows give
+the same report.
 """
 
 from __future__ import annotations
