@@ -4,7 +4,7 @@
 ``request_id``, ``row`` (the row's index in its request: ``row_offset + i``), ``timestamp``
 (UTC), ``model_version``, ``revision``, ``prediction``, ``probabilities`` and ``classes``
 (lists, or None when not logged), then the logged input columns. An input column whose name
-is one of these is kept as ``input.NAME``. It reads:
+is one of these or ``label`` is kept as ``input.NAME`` (:func:`logged_name`). It reads:
 
 - a ``.jsonl`` file or a folder of them as the service publishes them (hidden staging files
   are skipped: they are still being written), or a ``.parquet`` file of the same records;
@@ -25,6 +25,7 @@ A little over 400 lines: each source's reader is short, and they share the recor
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -35,7 +36,7 @@ import pandas as pd
 
 from ..errors import ConfigError, MissingExtraError
 
-__all__ = ["Joined", "join", "load_labels", "load_predictions"]
+__all__ = ["Joined", "join", "load_labels", "load_predictions", "logged_name"]
 
 #: The columns load_predictions puts before the inputs, in this order.
 PREDICTION_COLUMNS = (
@@ -51,6 +52,11 @@ PREDICTION_COLUMNS = (
 LABEL_COLUMN = "label"
 ROW_COLUMN = "row"
 REQUEST_KEY = "request_id"
+#: Input names that would clash with a column of the joined rows: such an input is renamed.
+_RESERVED = frozenset({*PREDICTION_COLUMNS, LABEL_COLUMN})
+#: The join's own column, named so that no input column is overwritten by it.
+_JOIN_KEY = "__nb2prod_join_key__"
+_PARQUET_MAGIC = b"PAR1"
 
 #: What the service puts on each stdout record (prediction_log_sinks.LOG_LABEL), and where a
 #: Cloud Logging export or its BigQuery sink keeps it.
@@ -77,14 +83,19 @@ class Joined:
 # --- reading the prediction log --------------------------------------------------------------
 
 
+def logged_name(name: str) -> str:
+    """The column of :func:`load_predictions`'s frame that holds the input column ``name``."""
+    return f"input.{name}" if name in _RESERVED else name
+
+
 def load_predictions(source: str) -> pd.DataFrame:
     """One row per predicted row of the log at ``source`` (see the module docstring);
     ConfigError when there is none or a line cannot be read (naming the file and line)."""
     if source.startswith("bq://"):
-        records: Iterable[dict[str, Any]] = _bigquery_records(source)
+        records: Iterable[tuple[str, dict[str, Any]]] = _bigquery_records(source)
     else:
-        records = (record for _, record in _log_records(source))
-    rows = list(_exploded(records, source))
+        records = _log_records(source)
+    rows = list(_exploded(records))
     if not rows:
         raise ConfigError(f"no prediction records found in {source}", hint=_LOG_HINT)
     frame = pd.DataFrame.from_records(rows)
@@ -94,34 +105,70 @@ def load_predictions(source: str) -> pd.DataFrame:
     inputs = [column for column in frame.columns if column not in PREDICTION_COLUMNS]
     frame = frame[[*PREDICTION_COLUMNS, *inputs]]
     frame["request_id"] = frame["request_id"].astype(str)
-    frame["row"] = frame["row"].astype("int64")
+    try:
+        frame["row"] = frame["row"].astype("int64")
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{source}: a record's row (or row_offset) is not a whole number ({err})",
+            hint="The log is damaged; leave that record out of --predictions.",
+        ) from err
     frame["model_version"] = frame["model_version"].fillna("").astype(str)
     frame["revision"] = frame["revision"].fillna("").astype(str)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    frame["timestamp"] = _timestamps(frame, source)
     # The same record read twice (a folder and an export of it) is one prediction.
     return frame.drop_duplicates(
         subset=["request_id", "row", "model_version", "revision", "timestamp"]
     ).reset_index(drop=True)
 
 
-def _exploded(records: Iterable[dict[str, Any]], source: str) -> Iterator[dict[str, Any]]:
+def _timestamps(frame: pd.DataFrame, source: str) -> pd.Series:
+    """The ``timestamp`` column as UTC; ConfigError naming a value that is not ISO 8601."""
+    raw = frame["timestamp"]
+    try:
+        return pd.to_datetime(raw, utc=True, format="ISO8601")
+    except (TypeError, ValueError, OverflowError) as err:
+        parsed = pd.to_datetime(raw, utc=True, format="ISO8601", errors="coerce")
+        bad = parsed.isna() & raw.notna()
+        example = frame.loc[bad].iloc[0] if bad.any() else frame.iloc[0]
+        value = example["timestamp"]
+        value = value.item() if hasattr(value, "item") else value
+        raise ConfigError(
+            f"{source}: the record of request {example['request_id']!r} has the timestamp "
+            f"{value!r}, not an ISO 8601 time",
+            hint="The service writes times such as 2026-11-30T10:00:00.123456+00:00; leave "
+            "damaged records out of --predictions.",
+        ) from err
+
+
+def _exploded(records: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
     """Each record's rows: the record's fields, its i-th prediction and its i-th inputs."""
-    for record in records:
+    for where, record in records:
         if "inputs" not in record and "prediction" in record:
             # Already one row per predicted row (a table someone flattened).
             yield {"row": 0, **record}
             continue
         inputs = record.get("inputs") or []
         predictions = record.get("predictions") or []
-        if len(inputs) != len(predictions):
-            raise ConfigError(
-                f"{source}: the record of request {record.get('request_id')!r} has "
-                f"{len(inputs)} input rows but {len(predictions)} predictions",
-                hint="The log is damaged; leave that record out of --predictions.",
-            )
         probabilities = record.get("probabilities")
         classes = record.get("classes")
-        offset = int(record.get("row_offset") or 0)
+        if not isinstance(inputs, list) or not isinstance(predictions, list):
+            raise _damaged(where, record, "inputs or predictions that are not lists of rows")
+        if len(inputs) != len(predictions):
+            raise _damaged(
+                where, record, f"{len(inputs)} input rows but {len(predictions)} predictions"
+            )
+        if probabilities is not None and (
+            not isinstance(probabilities, list) or len(probabilities) != len(predictions)
+        ):
+            raise _damaged(where, record, "probabilities that do not match its predictions")
+        if classes is not None and not isinstance(classes, list):
+            raise _damaged(where, record, "classes that are not a list")
+        if not all(values is None or isinstance(values, dict) for values in inputs):
+            raise _damaged(where, record, "input rows that are not {column: value} objects")
+        try:
+            offset = int(record.get("row_offset") or 0)
+        except (TypeError, ValueError):
+            raise _damaged(where, record, "a row_offset that is not a whole number") from None
         for i, (values, prediction) in enumerate(zip(inputs, predictions, strict=True)):
             proba = probabilities[i] if probabilities is not None else None
             row_classes = list(classes) if classes is not None else None
@@ -138,8 +185,15 @@ def _exploded(records: Iterable[dict[str, Any]], source: str) -> Iterator[dict[s
                 "classes": row_classes,
             }
             for name, value in dict(values or {}).items():
-                row[f"input.{name}" if name in PREDICTION_COLUMNS else name] = value
+                row[logged_name(name)] = value
             yield row
+
+
+def _damaged(where: str, record: dict[str, Any], why: str) -> ConfigError:
+    return ConfigError(
+        f"{where}: the record of request {record.get('request_id')!r} has {why}",
+        hint="The log is damaged; leave that record out of --predictions.",
+    )
 
 
 def _as_record(entry: Any) -> dict[str, Any] | None:
@@ -150,7 +204,12 @@ def _as_record(entry: Any) -> dict[str, Any] | None:
         labels = entry.get(name)
         if isinstance(labels, dict) and labels.get(_LABEL_KEY) == _LABEL_VALUE:
             payload = entry.get("jsonPayload")
-            return payload if isinstance(payload, dict) else entry
+            if not isinstance(payload, dict):
+                return entry
+            if payload.get("timestamp") is None and entry.get("timestamp") is not None:
+                # Cloud Logging may take a payload's "timestamp" for the entry's own.
+                return {**payload, "timestamp": entry["timestamp"]}
+            return payload
     if "request_id" in entry and ("predictions" in entry or "prediction" in entry):
         return entry
     return None
@@ -163,14 +222,25 @@ def _log_records(source: str) -> Iterator[tuple[str, dict[str, Any]]]:
         raise ConfigError(f"--predictions {source} does not exist", hint=_LOG_HINT)
     for path in _files(fs, root, source):
         where = _display(source, root, path)
-        if path.endswith(_PARQUET_SUFFIXES):
-            for number, entry in enumerate(_parquet_rows(fs, path, where), start=1):
+        try:
+            with fs.open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as err:
+            raise ConfigError(f"cannot read {where} ({err})", hint=_LOG_HINT) from err
+        if path.endswith(_PARQUET_SUFFIXES) or data.startswith(_PARQUET_MAGIC):
+            for number, entry in enumerate(_parquet_rows(data, where), start=1):
                 record = _as_record(entry)
                 if record is not None:
-                    yield f"{where}:{number}", record
+                    yield f"{where}, row {number}", record
             continue
-        with fs.open(path, "rt", encoding="utf-8") as handle:
-            text = handle.read()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{where} is neither text (JSON Lines, a log capture) nor Parquet: byte "
+                f"{err.start} is not UTF-8",
+                hint=_LOG_HINT,
+            ) from err
         yield from _text_records(text, where, strict=path.endswith((".jsonl", ".ndjson")))
 
 
@@ -231,14 +301,13 @@ def _files(fs: Any, root: str, source: str) -> list[str]:
     return sorted(found)
 
 
-def _parquet_rows(fs: Any, path: str, where: str) -> list[dict[str, Any]]:
+def _parquet_rows(data: bytes, where: str) -> list[dict[str, Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError as err:
         raise MissingExtraError("batch", "reading Parquet", err) from err
     try:
-        with fs.open(path, "rb") as handle:
-            rows: list[dict[str, Any]] = pq.read_table(handle).to_pylist()
+        rows: list[dict[str, Any]] = pq.read_table(io.BytesIO(data)).to_pylist()
     except Exception as err:
         raise ConfigError(
             f"{where} is not a readable Parquet file ({err})",
@@ -288,12 +357,12 @@ def _bigquery_frame(source: str, what: str) -> pd.DataFrame:
         ) from err
 
 
-def _bigquery_records(source: str) -> Iterator[dict[str, Any]]:
+def _bigquery_records(source: str) -> Iterator[tuple[str, dict[str, Any]]]:
     frame = _bigquery_frame(source, "--predictions")
-    for entry in frame.to_dict("records"):
+    for number, entry in enumerate(frame.to_dict("records"), start=1):
         record = _as_record(_plain_python(entry))
         if record is not None:
-            yield record
+            yield f"{source}, row {number}", record
 
 
 def _plain_python(value: Any) -> Any:
@@ -382,19 +451,19 @@ def join(predictions: pd.DataFrame, labels: pd.DataFrame, key: str) -> Joined:
     on = [key, ROW_COLUMN] if key == REQUEST_KEY and ROW_COLUMN in labels.columns else [key]
     if on == [REQUEST_KEY]:
         _refuse_multi_row(predictions, labels)
-    left = predictions.assign(_key=_key_text(predictions[key]))
-    right = labels.assign(_key=_key_text(labels[key]))[["_key", *on[1:], LABEL_COLUMN]]
-    duplicated = right.duplicated(subset=["_key", *on[1:]], keep=False)
+    left = predictions.assign(**{_JOIN_KEY: _key_text(predictions[key])})
+    right = labels.assign(**{_JOIN_KEY: _key_text(labels[key])})[[_JOIN_KEY, *on[1:], LABEL_COLUMN]]
+    duplicated = right.duplicated(subset=[_JOIN_KEY, *on[1:]], keep=False)
     if duplicated.any():
-        example = right.loc[duplicated, "_key"].iloc[0]
+        example = right.loc[duplicated, _JOIN_KEY].iloc[0]
         raise ConfigError(
             f"the labels hold {int(duplicated.sum())} rows for keys labelled more than once "
             f"(e.g. {key}={example})",
             hint="Keep one label per key (per request_id and row); drop the older ones.",
         )
-    keys = ["_key", *on[1:]]
+    keys = [_JOIN_KEY, *on[1:]]
     merged = left.merge(right, on=keys, how="inner", validate="many_to_one")
-    frame = merged.drop(columns="_key").reset_index(drop=True)
+    frame = merged.drop(columns=_JOIN_KEY).reset_index(drop=True)
     matched_labels = right.merge(left[keys].drop_duplicates(), on=keys, how="inner")
     counts = {
         "logged": len(predictions),

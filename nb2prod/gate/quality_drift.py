@@ -23,6 +23,7 @@ from ..builddir import BuildDir
 from ..runtime.card import ModelCard
 from ..runtime.monitoring.drift import compare, judge
 from ..runtime.monitoring.monitor import MonitorSettings
+from .joined import logged_name
 
 __all__ = ["cards_by_version", "drift"]
 
@@ -45,13 +46,14 @@ def drift(
     profiles = (card.reference_profile or {}).get("columns") or {}
     results: dict[str, dict[str, Any]] = {}
     for name, profile in profiles.items():
-        if name not in frame.columns:
+        column = logged_name(name)  # an input named like a log column is kept as input.NAME
+        if column not in frame.columns:
             notes.append(
                 f"drift of {card.model_version}: column {name!r} is not in the log (sensitive "
                 "columns are never logged), so it is not compared"
             )
             continue
-        values = frame[name]
+        values = frame[column]
         if profile.get("kind") == "numeric":
             array = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
         else:

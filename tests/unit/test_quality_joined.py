@@ -263,3 +263,65 @@ def test_bigquery_without_the_extra_names_it() -> None:
     assert info.value.hint == "pip install 'nb2prod[bigquery]'"
     with pytest.raises(ConfigError, match="is not bq://project.dataset.table"):
         load_labels("bq://just-a-table", "request_id")
+
+
+def test_an_input_named_label_does_not_hide_the_label(tmp_path: Path) -> None:
+    """A request that carries a column called label (the batch file had the target in it) is
+    logged as input.label; the joined label is the ground truth's."""
+    record = _record("a", [(1.0, "A")])
+    record["inputs"] = [{"x": 1.0, "label": "from the request"}]
+    path = tmp_path / "log.jsonl"
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    (tmp_path / "labels.csv").write_text("request_id,label\na,1\n", encoding="utf-8")
+    joined = join(
+        load_predictions(str(path)), load_labels(str(tmp_path / "labels.csv"), "request_id"),
+        "request_id",
+    )  # fmt: skip
+    assert joined.frame.loc[0, "label"] == 1
+    assert joined.frame.loc[0, "input.label"] == "from the request"
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ({"predictions": 1, "inputs": {"x": 1}}, "inputs or predictions that are not lists"),
+        ({"probabilities": [], "classes": [0, 1]}, "probabilities that do not match"),
+        ({"inputs": [[1.0, "A"]]}, r"input rows that are not \{column: value\} objects"),
+        ({"row_offset": "x"}, "a row_offset that is not a whole number"),
+        ({"timestamp": "yesterday"}, "the timestamp 'yesterday', not an ISO 8601 time"),
+    ],
+)
+def test_a_damaged_record_is_a_clear_error(
+    tmp_path: Path, damage: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_text(json.dumps({**_record("a", [(1.0, "A")]), **damage}) + "\n", "utf-8")
+    with pytest.raises(ConfigError, match=message) as info:
+        load_predictions(str(path))
+    assert "log.jsonl" in info.value.message and "'a'" in info.value.message
+
+
+def test_files_that_are_not_text_are_read_as_parquet_or_refused(tmp_path: Path) -> None:
+    """A Parquet file without the .parquet suffix is read by its magic bytes; any other
+    binary file is a clear error, not a decoding traceback."""
+    renamed = tmp_path / "predictions-export"
+    pd.DataFrame.from_records(RECORDS).to_parquet(renamed)
+    assert len(load_predictions(str(renamed))) == 5
+    binary = tmp_path / "predictions.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00\x01 not text")
+    with pytest.raises(ConfigError, match="is neither text .* nor Parquet"):
+        load_predictions(str(binary))
+
+
+def test_a_cloud_logging_entry_keeps_its_time_when_the_payload_lost_it(tmp_path: Path) -> None:
+    """Cloud Logging may move a payload's timestamp to the entry: the entry's is used."""
+    record = {k: v for k, v in _record("a", [(1.0, "A")]).items() if k != "timestamp"}
+    entry = {
+        "timestamp": "2026-11-30T10:00:05.5Z",
+        "labels": {"nb2prod_log": "predictions"},
+        "jsonPayload": record,
+    }
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([entry]), encoding="utf-8")
+    frame = load_predictions(str(path))
+    assert frame.loc[0, "timestamp"] == pd.Timestamp("2026-11-30T10:00:05.5Z")
