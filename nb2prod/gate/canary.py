@@ -122,11 +122,16 @@ def evaluate(options: GateOptions) -> GateReport:
     state = build.deployment()
     if state.get("target") != "cloudrun":
         raise ConfigError(f"{options.build_dir} was not deployed to Cloud Run by nb2prod")
+    metric = choose_metric(options.metric, build.card().output_kind)
+    if metric == "accuracy" and options.min_effect is not None and options.min_effect >= 1:
+        raise ConfigError(
+            f"--min-effect {options.min_effect:g} is not a drop in accuracy (a share below 1)",
+            hint="Give the smallest drop worth detecting as a share: 0.02 is 2 points.",
+        )
     predictions = joined_rows.load_predictions(options.predictions)
     labels = joined_rows.load_labels(options.labels, options.key)
     rows = joined_rows.join(predictions, labels, options.key)
     sides = find_sides(state, predictions, build.card().model_version, options.build_dir)
-    metric = choose_metric(options.metric, build.card().output_kind)
     frame = rows.frame
     stable = frame[frame[sides.column].isin(sides.stable)]
     canary = frame[frame[sides.column] == sides.canary]

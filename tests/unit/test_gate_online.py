@@ -190,3 +190,46 @@ def test_correct_treats_one_and_one_point_zero_as_one_class() -> None:
     assert gate_canary.correct(frame) == [True, True, False, False]
     with pytest.raises(ConfigError, match="not numbers"):
         gate_canary.errors(frame)
+
+
+def test_the_bootstrap_holds_a_bounded_number_of_resamples_in_memory() -> None:
+    """scipy resamples all 9999 draws at once unless told otherwise: 9999 x rows values per
+    side (8 GB per side at 100,000 labelled rows). The gate resamples in batches."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    stable, canary = rng.normal(0, 1.0, 4000), rng.normal(0, 1.0, 4000)
+    tracemalloc.start()
+    try:
+        online.bootstrap_difference("rmse", stable, canary, alpha=0.05)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    all_at_once = 9999 * 4000 * 8  # one side's resamples, about 320 MB
+    assert peak < all_at_once / 4, f"{peak / 1e6:.0f} MB"
+
+
+def test_a_min_effect_of_a_whole_accuracy_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--min-effect 2 (meant as 2 points?) cannot be a drop in a share: a clear error before the
+    log is read, not a math domain error in the power calculation."""
+    from types import SimpleNamespace
+
+    from nb2prod.models import GateOptions
+
+    class Build:
+        def __init__(self, root: Path) -> None:
+            pass
+
+        def deployment(self) -> dict[str, object]:
+            return STATE
+
+        def card(self) -> SimpleNamespace:
+            return SimpleNamespace(model_version="b", output_kind="label")
+
+    monkeypatch.setattr(gate_canary, "BuildDir", Build)
+    options = GateOptions(tmp_path, str(tmp_path / "no-log"), str(tmp_path / "no.csv"),
+                          min_effect=2.0)  # fmt: skip
+    with pytest.raises(ConfigError, match="--min-effect 2 is not a drop in accuracy"):
+        gate_canary.evaluate(options)
