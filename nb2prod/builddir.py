@@ -208,10 +208,14 @@ def write_text_atomically(path: Path, text: str) -> None:
     """Write ``text`` through a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    Path(tmp).chmod(0o644)
-    Path(tmp).replace(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(tmp).chmod(0o644)
+        Path(tmp).replace(path)
+    except BaseException:  # a full disk, or Ctrl-C: no temporary file left beside path
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
