@@ -73,6 +73,15 @@ def init(options: CiOptions) -> CiWorkflow:
     return CiWorkflow(path=output, notebook=notebook, edited_copy=kept)
 
 
+def repository_root(start: Path) -> Path:
+    """The git repository holding ``start`` (its top folder, with ``.git``), or ``start``
+    itself outside one: a workflow written in a subfolder's ``.github/`` never runs."""
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists():  # a folder, or a file in a worktree or submodule
+            return folder
+    return start
+
+
 def repository_path(root: Path, value: str, flag: str) -> str:
     """``value`` as a POSIX path relative to ``root`` (the runner's checkout); ConfigError
     for a path outside it, or one the workflow's YAML and expressions cannot hold."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .. import pipeline
+from ..ci.workflow import repository_root
 from ..models import CiOptions
 from .group import EXIT_CODE_HELP, cli, say
 
@@ -61,7 +62,7 @@ def init(
     champion_dir: str,
     schedule: str,
 ) -> None:
-    """Write the retraining workflow, run from the repository's root.
+    """Write the retraining workflow at the root of the git repository you are in.
 
     \b
     On the drift webhook's repository_dispatch event (nb2prod-drift), on
@@ -72,8 +73,14 @@ def init(
     rolled back: the job fails). The file's comments list the repository
     variables and secrets it reads.
     """
+    here = Path.cwd()
+    root = repository_root(here)
+    if root != here:
+        say(f"note: writing for the repository at {root} (its root, where GitHub reads .github/)")
+        if notebook and not Path(notebook).is_absolute() and (here / notebook).is_file():
+            notebook = (here / notebook).resolve().relative_to(root.resolve()).as_posix()
     options = CiOptions(
-        root=Path.cwd(),
+        root=root,
         provider=provider,
         output=output,
         force=force,

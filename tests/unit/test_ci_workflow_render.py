@@ -87,6 +87,17 @@ def test_an_absolute_notebook_path_in_the_repository_is_written_relative(tmp_pat
     assert str(tmp_path) not in (tmp_path / WORKFLOW).read_text()
 
 
+def test_run_in_a_subfolder_it_writes_at_the_repositorys_root(tmp_path: Path) -> None:
+    """GitHub reads .github/ at the repository's root only: a workflow in a subfolder never runs."""
+    make_repo(tmp_path, "notebooks/churn.ipynb")
+    (tmp_path / ".git").mkdir()
+    result = run_cli("ci", "init", "--notebook", "churn.ipynb", cwd=tmp_path / "notebooks")
+    assert result.returncode == 0, result.stderr
+    assert f"writing for the repository at {tmp_path}" in result.stderr
+    assert not (tmp_path / "notebooks" / ".github").exists()
+    assert "'notebooks/churn.ipynb'" in job(tmp_path / WORKFLOW)["env"]["NOTEBOOK"]
+
+
 def test_an_unwritable_output_is_one_error_line(tmp_path: Path) -> None:
     make_repo(tmp_path)
     (tmp_path / "a-file").write_text("mine\n")
