@@ -96,6 +96,9 @@ class GateReport:
             f"power {online.POWER:g})",
             f"decision: {s.decision.upper()}",
         ]
+        if self.counts.get("null_predictions"):
+            lines.insert(-1, f"left out: {self.counts['null_predictions']} rows the model "
+                         "answered null for")  # fmt: skip
         return "\n".join(lines)
 
     @property
@@ -131,19 +134,31 @@ def evaluate(options: GateOptions) -> GateReport:
     predictions = joined_rows.load_predictions(options.predictions)
     labels = joined_rows.load_labels(options.labels, options.key)
     rows = joined_rows.join(predictions, labels, options.key)
+    if rows.counts["labelled"] and not rows.counts["joined"]:
+        # Waiting would hide a wrong --key or labels file until the retries run out.
+        raise ConfigError(
+            f"none of the {rows.counts['labelled']} labels matches a logged prediction "
+            f"by {options.key}",
+            hint="Check that --labels holds labels for this service's requests, and that "
+            "--key names the column both files share (request_id: the X-Request-ID).",
+        )
     sides = find_sides(state, predictions, build.card().model_version, options.build_dir)
     frame = rows.frame
     stable = frame[frame[sides.column].isin(sides.stable)]
     canary = frame[frame[sides.column] == sides.canary]
+    counts = dict(rows.counts)
     if metric == "accuracy":
         statistics = online.decide_accuracy(
             correct(stable), correct(canary), options.alpha, options.min_effect
         )
     else:
+        stable_errors, stable_null = errors(stable)
+        canary_errors, canary_null = errors(canary)
+        counts["null_predictions"] = stable_null + canary_null
         statistics = online.decide_errors(
-            metric, errors(stable), errors(canary), options.alpha, options.min_effect
+            metric, stable_errors, canary_errors, options.alpha, options.min_effect
         )
-    return GateReport(Path(options.build_dir), sides, dict(rows.counts), statistics)
+    return GateReport(Path(options.build_dir), sides, counts, statistics)
 
 
 def find_sides(
@@ -167,14 +182,14 @@ def find_sides(
     logged = set(predictions["revision"]) - {""}
     if not logged:
         return _by_model_version(predictions, model_version, build_dir)
-    for role, names in (("canary", (canary,)), ("stable", stable)):
-        if not logged.intersection(names):
-            raise ConfigError(
-                f"the prediction log has no rows from the {role} revision "
-                f"{', '.join(names)} (revisions logged: {', '.join(sorted(logged)[:8])})",
-                hint="Wait until the revision has served traffic, or point --predictions at "
-                "this service's log.",
-            )
+    # One side without rows yet (a canary just deployed) is a wait; neither side is a log of
+    # another service.
+    if not logged.intersection((canary, *stable)):
+        raise ConfigError(
+            f"the prediction log has no rows from the canary revision {canary} nor from "
+            f"stable ({', '.join(stable)}); revisions logged: {', '.join(sorted(logged)[:8])}",
+            hint="Point --predictions at this service's log.",
+        )
     return Sides("revision", canary, stable)
 
 
@@ -182,7 +197,7 @@ def _by_model_version(predictions: pd.DataFrame, model_version: str, build_dir: 
     """Without revisions in the log: the canary is DIR's model version, stable the others."""
     versions = set(predictions["model_version"]) - {""}
     others = tuple(sorted(versions - {model_version}))
-    if model_version not in versions or not others:
+    if not others:  # the canary may not have served yet (a wait); stable must have
         raise ConfigError(
             f"the prediction log has no revisions, and its model versions "
             f"({', '.join(sorted(versions)) or 'none'}) do not tell {build_dir}'s "
@@ -213,8 +228,12 @@ def _same(prediction: Any, label: Any) -> bool:
         return str(prediction) == str(label)
 
 
-def errors(frame: pd.DataFrame) -> list[float]:
-    """Prediction minus label per row; ConfigError when either is not a number."""
+def errors(frame: pd.DataFrame) -> tuple[list[float], int]:
+    """Prediction minus label per row, and how many rows were left out because the model
+    answered null (NaN) for them, as ``quality`` leaves them out; ConfigError when a
+    prediction or a label is not a number."""
+    null = frame["prediction"].isna()
+    frame = frame[~null]
     predicted = pd.to_numeric(frame["prediction"], errors="coerce")
     actual = pd.to_numeric(frame["label"], errors="coerce")
     bad = predicted.isna() | actual.isna()
@@ -225,7 +244,7 @@ def errors(frame: pd.DataFrame) -> list[float]:
             f"{example['prediction']!r}, label {example['label']!r}): mae and rmse need numbers",
             hint="Use --metric accuracy for a classifier.",
         )
-    return list(np.asarray(predicted - actual, dtype=float))
+    return list(np.asarray(predicted - actual, dtype=float)), int(null.sum())
 
 
 def _finite(value: float) -> float | None:

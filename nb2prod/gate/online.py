@@ -67,8 +67,11 @@ class GateStatistics:
     canary: Side
     difference: float  # canary minus stable, in the metric's units
     p_value: float  # one-sided: the chance of a difference this bad if the canary were as good
-    ci_low: float  # one-sided 1 - alpha interval for the difference, bounded on the better side:
-    ci_high: float  # it excludes 0 exactly when the canary is significantly worse
+    # One-sided 1 - alpha interval for the difference, bounded on the better side. For mae and
+    # rmse (the bootstrap) it excludes 0 exactly when the canary is significantly worse; for
+    # accuracy it is the unpooled Wald bound, shown for scale: the decision is the test's p.
+    ci_low: float
+    ci_high: float
     alpha: float
     min_effect: float
     required_rows: int  # per side

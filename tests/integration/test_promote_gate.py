@@ -206,9 +206,18 @@ def test_gate_refusals_are_clear(
 ) -> None:
     log_dir, labels = write_traffic(tmp_path, {canary["stable"]: ("1111aaaa2222", 10, 9)})
 
+    # Right after deploy --canary only stable has served: not enough rows yet, not an error.
     no_canary_rows = gate(canary["dir"], log_dir, labels, fake)
-    assert no_canary_rows.returncode == 2
-    assert f"no rows from the canary revision {canary['canary']}" in no_canary_rows.stderr
+    assert no_canary_rows.returncode == 18, no_canary_rows.stderr
+    assert "canary 0, stable 10" in no_canary_rows.stderr
+    assert served(fake) == {canary["canary"]: 10, canary["stable"]: 90}
+
+    # Labels of other requests (a wrong file or --key): an error, not an endless wait.
+    others = tmp_path / "other-labels.csv"
+    others.write_text("request_id,label\nsomeone-else-1,setosa\nsomeone-else-2,virginica\n")
+    unmatched = gate(canary["dir"], log_dir, others, fake)
+    assert unmatched.returncode == 2, unmatched.stderr
+    assert "none of the 2 labels matches a logged prediction by request_id" in unmatched.stderr
 
     missing = gate(canary["dir"], log_dir, tmp_path / "nowhere.csv", fake)
     assert missing.returncode == 2 and "--labels" in missing.stderr

@@ -178,11 +178,26 @@ def test_a_log_without_revisions_is_split_by_model_version() -> None:
         gate_canary.find_sides(STATE, logged(["", ""], ["v2", "v2"]), "v2", Path("d"))
 
 
-def test_no_canary_and_a_revision_missing_from_the_log_are_errors() -> None:
+def test_no_canary_and_a_log_of_neither_revision_are_errors() -> None:
     with pytest.raises(ConfigError, match="no canary to gate"):
         gate_canary.find_sides({**STATE, "canary": None}, logged(["x"], ["v"]), "v", Path("d"))
-    with pytest.raises(ConfigError, match="no rows from the canary revision svc-new"):
-        gate_canary.find_sides(STATE, logged(["svc-old"], ["a"]), "b", Path("d"))
+    with pytest.raises(ConfigError, match="no rows from the canary revision svc-new nor"):
+        gate_canary.find_sides(STATE, logged(["svc-other"], ["a"]), "b", Path("d"))
+
+
+def test_a_canary_that_has_not_served_yet_is_a_side_with_no_rows_so_a_wait() -> None:
+    """Right after deploy --canary the log holds only stable's rows: not enough rows yet."""
+    sides = gate_canary.find_sides(STATE, logged(["svc-old"], ["a"]), "b", Path("d"))
+    assert sides == gate_canary.Sides("revision", "svc-new", ("svc-old",))
+    by_version = gate_canary.find_sides(STATE, logged(["", ""], ["v1", "v1"]), "v2", Path("d"))
+    assert by_version == gate_canary.Sides("model_version", "v2", ("v1",))
+    statistics = online.decide_accuracy([True] * 50, [], 0.05)
+    assert statistics.decision == "wait" and statistics.more_rows_needed["canary"] > 0
+
+
+def test_null_regression_predictions_are_left_out_and_counted() -> None:
+    frame = pd.DataFrame({"prediction": [1.5, None, float("nan"), 4.0], "label": [1, 2, 3, 5]})
+    assert gate_canary.errors(frame) == ([0.5, -1.0], 2)
 
 
 def test_correct_treats_one_and_one_point_zero_as_one_class() -> None:
