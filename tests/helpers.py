@@ -284,3 +284,14 @@ def assert_serves_like_the_notebook(
                 assert_same_predictions([want], predict(client, [row]))
             except AssertionError as err:
                 raise AssertionError(f"row {index} sent alone: {row}") from err
+
+
+def assert_valid_github_workflow(path: Path) -> None:
+    """``path`` validates against SchemaStore's GitHub workflow schema (check-jsonschema's
+    vendored copy: offline)."""
+    checked = subprocess.run(
+        [Path(sys.executable).parent / "check-jsonschema", "--builtin-schema",
+         "vendor.github-workflows", path],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
