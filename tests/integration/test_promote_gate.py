@@ -120,7 +120,8 @@ def test_a_better_canary_is_promoted(
     result = gate(canary["dir"], log_dir, labels, fake, "--min-effect", "0.1", "--json")
 
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout[: result.stdout.index("\n}") + 2])
+    report = json.loads(result.stdout)  # stdout is the JSON alone; the deployment on stderr
+    assert f"traffic {canary['canary']}=100%" in result.stderr, result.stderr
     assert report["decision"] == "promote"
     assert report["canary"] == {"name": canary["canary"], "rows": 400, "value": 0.95}
     assert report["stable"]["rows"] == 400 and report["stable"]["value"] == 0.8
