@@ -24,7 +24,7 @@ from ..builddir import BuildDir
 from ..errors import ConfigError
 from ..models import GateOptions
 from . import joined as joined_rows
-from . import online
+from . import log_reader, online
 
 _METRICS = ("accuracy", "mae", "rmse")
 
@@ -131,8 +131,8 @@ def evaluate(options: GateOptions) -> GateReport:
             f"--min-effect {options.min_effect:g} is not a drop in accuracy (a share below 1)",
             hint="Give the smallest drop worth detecting as a share: 0.02 is 2 points.",
         )
-    predictions = joined_rows.load_predictions(options.predictions)
-    labels = joined_rows.load_labels(options.labels, options.key)
+    predictions = log_reader.load_predictions(options.predictions)
+    labels = log_reader.load_labels(options.labels, options.key)
     rows = joined_rows.join(predictions, labels, options.key)
     if rows.counts["labelled"] and not rows.counts["joined"]:
         # Waiting would hide a wrong --key or labels file until the retries run out.

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, MissingExtraError
-from .joined import join, load_labels, load_predictions
+from .joined import join
+from .log_reader import load_labels, load_predictions
 from .quality_metrics import (
     CLASSIFICATION,
     REGRESSION,

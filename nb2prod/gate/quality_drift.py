@@ -23,7 +23,7 @@ from ..builddir import BuildDir
 from ..runtime.card import ModelCard
 from ..runtime.monitoring.drift import compare, judge
 from ..runtime.monitoring.monitor import MonitorSettings
-from .joined import logged_name
+from .log_reader import logged_name
 
 __all__ = ["cards_by_version", "drift"]
 

@@ -34,7 +34,7 @@ import pytest
 from helpers import example_notebook, free_port, run_cli_process
 from service_server import Uvicorn, healthz_ms, prediction_log_settled, wait_ready
 
-from nb2prod.gate.joined import load_predictions
+from nb2prod.gate.log_reader import load_predictions
 
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 DIRECTIVE_COLUMN = "petal width (cm)"

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from nb2prod.errors import ConfigError, Nb2ProdError
-from nb2prod.gate.joined import join, load_labels, load_predictions
+from nb2prod.gate.joined import join
+from nb2prod.gate.log_reader import load_labels, load_predictions
 from nb2prod.runtime.prediction_log_sinks import FileSink, StdoutSink
 
 
