@@ -1,10 +1,10 @@
 """The online gate's inputs and report: the canary's and the stable revision's labelled rows.
 
 Reads who is the canary and who is stable from ``DIR/.nb2prod/deploy.json`` (as the last
-``nb2prod deploy --canary`` left it), joins the prediction log with the labels
-(:mod:`.joined`), splits the joined rows by the ``revision`` each was served by, and hands
-them to :mod:`.online` for the test. Moving traffic is not done here: the gate is a verdict,
-and ``pipeline`` acts on it.
+``nb2prod deploy --canary`` left it), reads the prediction log and the labels
+(:mod:`.log_reader`), joins them (:mod:`.joined`), splits the joined rows by the
+``revision`` each was served by, and hands them to :mod:`.online` for the test. Moving
+traffic is not done here: the gate is a verdict, and ``pipeline`` acts on it.
 
 A log without revisions (a service run outside Cloud Run, where ``K_REVISION`` is unset) is
 split by ``model_version`` instead: the canary is DIR's model version, stable every other one.

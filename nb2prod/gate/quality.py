@@ -1,11 +1,11 @@
 """``nb2prod quality``: the quality of each model version on logged traffic, once labels arrive.
 
-Joins the prediction log with ground truth (:mod:`.joined`), then per model version: the
-metrics with bootstrap intervals and over time (:mod:`.quality_metrics`), fairness over
-``--by`` segments (:mod:`.quality_fairness`), drift against the training reference
-(:mod:`.quality_drift`), and the thresholds CI gates on. :func:`quality_report` returns the
-report as a JSON-ready dict (the shape ``--json`` prints and the HTML report renders);
-:func:`format_table` renders it for a terminal.
+Reads the prediction log and ground truth (:mod:`.log_reader`) and joins them
+(:mod:`.joined`), then per model version: the metrics with bootstrap intervals and over time
+(:mod:`.quality_metrics`), fairness over ``--by`` segments (:mod:`.quality_fairness`), drift
+against the training reference (:mod:`.quality_drift`), and the thresholds CI gates on.
+:func:`quality_report` returns the report as a JSON-ready dict (the shape ``--json`` prints
+and the HTML report renders); :func:`format_table` renders it for a terminal.
 """
 
 from __future__ import annotations
