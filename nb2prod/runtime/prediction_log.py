@@ -27,26 +27,21 @@ their drain is flushed to the sink; a failed write or flush counts them as dropp
 the first failure with its traceback, then a count at most once a minute. Sensitive columns
 (the card's ``sensitive_columns`` and ``NB2PROD_SENSITIVE_COLUMNS``) are never written.
 
-Settings are read in prediction_log_settings.py. This module (about 490 lines) keeps the hook,
-the queue and the writer together: they share one lock and the queued item's layout.
+Settings are read in prediction_log_settings.py; what a queued request holds and the record
+made of it are prediction_records.py's; the sinks are prediction_log_sinks.py. This module is
+the hook, the bounded queue and the writer thread (they share one lock), and paces the drains.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import math
-import os
 import random
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -54,7 +49,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from .batcher import BatchAwareHook
 from .card import ModelCard
 from .loader import Predictor
-from .monitoring.profile import frame_values
 from .prediction_log_settings import ENV_SAMPLE, PredictionLogSettings
 from .prediction_log_sinks import (
     LOG_LABEL,
@@ -65,6 +59,7 @@ from .prediction_log_sinks import (
     SinkFlushError,
     StdoutSink,
 )
+from .prediction_records import PendingRequest, RecordBuilder
 
 __all__ = [
     "LOG_LABEL",
@@ -75,10 +70,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("nb2prod.prediction_log")
-
-#: Longer client strings are cut to their first characters and their length (on the request
-#: path, a slice): a 10 MB cell must not become a 10 MB log line nor sit in the queue.
-MAX_TEXT_CHARS = 1024
 
 #: How long shutdown waits for the writer to drain the queue: Cloud Run kills 10 s after SIGTERM.
 STOP_TIMEOUT_SECONDS = 5.0
@@ -95,49 +86,6 @@ PROBABILITY_TIME_SHARE = 0.005
 MAX_DRAIN_SECONDS = 5.0
 
 
-# --- records ---------------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready cell: NaN, infinities, None, NaT and pd.NA become null, times ISO 8601."""
-    if value is None or value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.generic):
-        return _plain(value.item())
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    return value
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """One sampled request, as queued on the request path."""
-
-    values: np.ndarray  # the request frame's values (all columns, sensitive ones included)
-    predictions: list[Any]
-    request_id: str
-    created: float  # time.time()
-
-
-#: ``(classes, one list of probabilities per row)`` for one request.
-_Probabilities = tuple[list[Any], list[list[float]]]
-_CUT_MIN = MAX_TEXT_CHARS - 32
-
-
-def bounded_text(text: str) -> str:
-    """``text``, or for a long one its first characters and its length."""
-    if len(text) <= MAX_TEXT_CHARS:
-        return text
-    return f"{text[: MAX_TEXT_CHARS - 32]}...[{len(text)} chars]"
-
-
-# --- the log ---------------------------------------------------------------------------------
-
-
 class PredictionLog:
     """The after_predict hook, its bounded queue and the writer thread that drains it."""
 
@@ -151,38 +99,12 @@ class PredictionLog:
     ) -> None:
         self.settings = settings
         self._sink = sink
+        self._records = RecordBuilder(settings, card)
         # The loaded predictor (loaded after the log is installed), for probabilities.
         self._predictor = predictor
-        self._probability_errors = 0
         self._failures = FailureReport(logger)
         self._interval = DRAIN_SECONDS
-        names = [str(column["name"]) for column in card.input_schema["columns"]]
-        self._columns = len(names)
-        # The frame's columns are the schema's, in order (then ignored ones, never logged).
-        self._kept = [
-            (pos, name) for pos, name in enumerate(names) if name not in settings.sensitive
-        ]
-        self._kept_positions = [pos for pos, _ in self._kept]
-        self._kept_names = [name for _, name in self._kept]
-        columns = card.input_schema["columns"]
-        self._float_rows = bool(names) and all(
-            column.get("dtype") == "float64" and column.get("kind") == "number"
-            for column in columns
-        )
-        # Columns where a client can send free text (everything but numbers, booleans, times),
-        # sensitive ones included: never written, but a 10 MB one must not sit in the queue
-        # either (a request whose text was cut goes without probabilities).
-        self._text_columns = [
-            pos
-            for pos, column in enumerate(columns)
-            if column.get("kind") not in ("number", "integer", "boolean", "datetime")
-        ]
-        self._static = {
-            "model_version": card.model_version,
-            "revision": os.environ.get("K_REVISION", ""),
-            "sample_rate": settings.sample,
-        }
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[PendingRequest] = deque()
         self._queued_rows = 0
         self._writing_rows = 0  # the rows of the drain being written (the writer's own)
         self._lock = threading.Lock()
@@ -228,11 +150,7 @@ class PredictionLog:
             # lock; the exact check is below).
             self.dropped.inc(sum(end - start for _, start, end in kept))
             return
-        # Values, not the frame: a held frame is many objects for the garbage collector to walk;
-        # all-float inputs are one block whose to_numpy() is a view.
-        values = frame_values(
-            frame, self._float_rows, self._text_columns, MAX_TEXT_CHARS, bounded_text
-        )
+        values = self._records.queued_values(frame)
         now = time.time()
         dropped = 0
         with self._lock:
@@ -241,7 +159,7 @@ class PredictionLog:
                 if self._closed or self._queued_rows + rows > self.settings.max_queued_rows:
                     dropped += rows
                     continue
-                item = _Pending(values[start:end], predictions[start:end], request_id, now)
+                item = PendingRequest(values[start:end], predictions[start:end], request_id, now)
                 self._pending.append(item)
                 self._queued_rows += rows
         if dropped:
@@ -322,19 +240,19 @@ class PredictionLog:
             if stopping and not batch:
                 return
 
-    def _write(self, batch: list[_Pending]) -> None:
+    def _write(self, batch: list[PendingRequest]) -> None:
         """Write a drain's records; its rows count as written once flushed, else as dropped."""
-        probabilities = self._probabilities(batch)
-        try:
-            inputs = self._float_inputs(batch) or [None] * len(batch)
-        except Exception:  # each record converts its own (and reports its own failure)
-            logger.exception("the prediction log could not convert a drain's inputs at once")
-            inputs = [None] * len(batch)
+        predictor = self._predictor() if self._predictor is not None else None
+        probabilities, spent = self._records.probabilities(batch, predictor)
+        if spent is not None:
+            wait = min(MAX_DRAIN_SECONDS, spent / PROBABILITY_TIME_SHARE)
+            self._interval = max(DRAIN_SECONDS, wait)
+        inputs = self._records.inputs(batch)
         written = failed = 0
         for item, rows_in, proba in zip(batch, inputs, probabilities, strict=True):
             rows = len(item.values)
             try:
-                self._sink.write(self._record(item, rows_in, proba))
+                self._sink.write(self._records.record(item, rows_in, proba))
             except Exception:
                 self._failures.report("a prediction log record could not be written")
                 failed += rows
@@ -354,99 +272,6 @@ class PredictionLog:
         if written:
             self.rows.inc(written)
         self._failures.summarize()
-
-    def _float_inputs(self, batch: list[_Pending]) -> list[list[dict[str, Any]] | None] | None:
-        """Each request's ``inputs`` when every row is finite numbers (the common case), in
-        one conversion for the whole drain; None otherwise (each record converts its own)."""
-        if not (self._float_rows and batch and all(i.values.dtype == np.float64 for i in batch)):
-            return None
-        block = np.concatenate([item.values for item in batch])
-        if block.shape[1] != len(self._kept):
-            block = block[:, self._kept_positions]
-        if not np.isfinite(block).all():
-            return None  # a NaN or an infinity: _plain makes it null
-        names = self._kept_names
-        rows = [dict(zip(names, row, strict=True)) for row in block.tolist()]
-        found: list[list[dict[str, Any]] | None] = []
-        start = 0
-        for item in batch:
-            found.append(rows[start : start + len(item.values)])
-            start += len(item.values)
-        return found
-
-    def _record(
-        self,
-        item: _Pending,
-        inputs: list[dict[str, Any]] | None,
-        probabilities: _Probabilities | None,
-    ) -> dict[str, Any]:
-        if inputs is None:
-            inputs = [
-                {name: _plain(row[pos]) for pos, name in self._kept} for row in item.values.tolist()
-            ]
-        stamp = dt.datetime.fromtimestamp(item.created, tz=dt.timezone.utc).isoformat()
-        record = {
-            "request_id": item.request_id,
-            "timestamp": stamp,
-            **self._static,
-            "rows": len(inputs),
-            "row_offset": 0,
-            "inputs": inputs,
-            "predictions": _plain(item.predictions),
-        }
-        if probabilities is not None:
-            record["classes"], record["probabilities"] = probabilities
-        return record
-
-    def _probabilities(self, batch: list[_Pending]) -> list[_Probabilities | None]:
-        """Each request's ``(classes, rows)``, from one call for the whole drain, or None."""
-        found: list[_Probabilities | None] = [None] * len(batch)
-        predictor = self._predictor() if self._predictor is not None else None
-        if predictor is None or not predictor.has_probabilities or not batch:
-            return found
-        # A cut long text is not what was predicted on: those requests go without.
-        chosen = [i for i, item in enumerate(batch) if not self._cut(item.values)]
-        if not chosen:
-            return found
-        predictions = [p for i in chosen for p in batch[i].predictions]
-        started = time.thread_time()
-        try:
-            # The queued values include sensitive columns: the model needs them.
-            values = np.concatenate([batch[i].values for i in chosen])[:, : self._columns]
-            answer = predictor.probabilities(predictor.frames.from_rows(values), predictions)
-        except Exception as err:
-            self._probability_errors += 1
-            if self._probability_errors == 1:  # once: a broken call would flood the log
-                # Where, not what: the message of an error in preprocessing may quote the
-                # rows' values, sensitive columns included.
-                logger.error(
-                    "probabilities could not be computed (%s; message withheld, it may quote "
-                    "input values); records go without. Traceback:\n%s",
-                    type(err).__name__,
-                    "".join(traceback.format_tb(err.__traceback__)),
-                )
-            return found
-        finally:
-            spent = time.thread_time() - started
-            wait = min(MAX_DRAIN_SECONDS, spent / PROBABILITY_TIME_SHARE)
-            self._interval = max(DRAIN_SECONDS, wait)
-        if answer is None:
-            return found
-        classes, rows = answer
-        start = 0
-        for i in chosen:
-            end = start + len(batch[i].values)
-            found[i] = (_plain(classes), rows[start:end])
-            start = end
-        return found
-
-    def _cut(self, values: np.ndarray) -> bool:
-        """Whether :func:`bounded_text` cut one of these rows' texts."""
-        for position in self._text_columns:
-            for value in values[:, position]:
-                if type(value) is str and len(value) > _CUT_MIN and value.endswith(" chars]"):
-                    return True
-        return False
 
 
 def install_prediction_log(

@@ -15,7 +15,8 @@ import pandas as pd
 from fake_build import make_card
 from prometheus_client import CollectorRegistry
 
-from nb2prod.runtime.prediction_log import PredictionLog, PredictionLogSettings
+from nb2prod.runtime.prediction_log import PredictionLog
+from nb2prod.runtime.prediction_log_settings import PredictionLogSettings
 
 COLUMNS = ["a", "b"]
 

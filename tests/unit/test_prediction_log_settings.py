@@ -27,19 +27,16 @@ import pandas as pd
 import pytest
 
 from nb2prod.runtime.batch_log import run_id
-from nb2prod.runtime.prediction_log import (
-    PredictionLogError,
-    PredictionLogSettings,
-    _plain,
-    bounded_text,
-)
+from nb2prod.runtime.prediction_log_settings import PredictionLogSettings
 from nb2prod.runtime.prediction_log_sinks import (
     MAX_ENTRY_BYTES,
     FailureReport,
     FileSink,
+    PredictionLogError,
     SinkFlushError,
     StdoutSink,
 )
+from nb2prod.runtime.prediction_records import _plain, bounded_text
 
 
 def test_defaults_log_every_request_to_stdout() -> None:
