@@ -33,6 +33,11 @@ def own_role(number: int, source: str, tags: list[str]) -> tuple[str | None, str
     first = next((line for line in source.splitlines() if line.strip()), "")
     comment = ROLE_COMMENT.match(first)
     if comment and comment.group(1) != STRICT_DIRECTIVE:
+        if comment.group(1) == "sensitive":  # the directive, without its columns
+            raise NotebookError(
+                f"cell {number}: {first.strip()!r} names no columns",
+                hint="Name them, in the parameters cell: `# nb2prod: sensitive=ssn,email`.",
+            )
         if comment.group(1) not in ROLES:
             raise NotebookError(
                 f"cell {number}: unknown role {comment.group(1)!r} in {first.strip()!r}",

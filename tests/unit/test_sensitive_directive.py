@@ -76,6 +76,18 @@ def test_a_directive_without_names_is_refused_with_its_line(tmp_path: Path, line
     assert line in str(caught.value)
 
 
+def test_the_bare_directive_as_a_cells_first_line_says_it_names_no_columns(
+    tmp_path: Path,
+) -> None:
+    """On a cell's first line it reads like a role directive; the error must be about the
+    missing columns, not an unknown role."""
+    path = write_notebook(tmp_path / "nb.ipynb", cells("# nb2prod: sensitive\nC = 1.0"))
+    with pytest.raises(NotebookError) as caught:
+        read_notebook(path)
+    assert "names no columns" in str(caught.value) and "unknown role" not in str(caught.value)
+    assert "sensitive=ssn,email" in (caught.value.hint or "")
+
+
 def test_the_directive_outside_the_parameters_cell_is_refused(tmp_path: Path) -> None:
     # Silently ignoring it there would log the column its author meant to hide.
     path = write_notebook(
